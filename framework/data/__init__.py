@@ -1,0 +1,1 @@
+from framework.data import base, image, random_camera  # noqa: F401

@@ -1,0 +1,196 @@
+"""Loading an experiment config: YAML + command-line overrides -> a validated ``ExperimentConfig``.
+
+Everything a run needs is resolved and type-checked here, before any model is built or any folder is created:
+the YAML file (found as given or under ``configs/``), the overrides, the interpolations and resolvers, the
+``data_type``/``system_type`` modules and every nested ``*_type`` below them, and the ``trainer`` and ``checkpoint``
+keys (checked against Lightning's ``Trainer`` and ``ModelCheckpoint``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from framework.config import parse_structured
+from framework.errors import ConfigError
+from framework.resolvers import register_resolvers
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+CUSTOM_DIR = REPO_ROOT / "custom"
+
+
+@dataclass
+class ExperimentConfig:
+    """The top level of an experiment YAML (threestudio's shape)."""
+
+    name: str = "default"
+    """Experiment name: the folder under ``exp_root_dir`` that groups trials."""
+    description: str = ""
+    """Free text kept with the config."""
+    tag: str = ""
+    """Trial name (threestudio configs derive it from the prompt); made safe for a folder name."""
+    seed: int = 0
+    """Random seed; rank r of a multi-process run uses ``seed + r``."""
+    use_timestamp: bool = True
+    """Append ``@YYYYMMDD-HHMMSS`` to the trial folder so that runs never overwrite each other."""
+    timestamp: str = ""
+    """Set by the launcher; leave empty."""
+    exp_root_dir: str = "outputs"
+    """Root folder of all experiments."""
+    resume: Optional[str] = None
+    """A checkpoint to continue training from (or to validate/test/export with)."""
+    data_type: str = ""
+    """Registered data module name, e.g. ``random-camera-datamodule``."""
+    data: Any = field(default_factory=dict)
+    """Config of the data module (its ``Config`` dataclass)."""
+    system_type: str = ""
+    """Registered system name, e.g. ``prolificdreamer-system``."""
+    system: Any = field(default_factory=dict)
+    """Config of the system (its ``Config`` dataclass)."""
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``pytorch_lightning.Trainer`` (``max_steps``, ``val_check_interval``, ...)."""
+    checkpoint: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``pytorch_lightning.callbacks.ModelCheckpoint`` (``every_n_train_steps``, ...)."""
+
+
+# Trainer arguments the launcher owns; setting them in the config would conflict.
+LAUNCHER_TRAINER_KEYS = {"accelerator", "devices", "strategy", "logger", "callbacks", "default_root_dir"}
+LAUNCHER_CHECKPOINT_KEYS = {"dirpath"}
+
+
+def find_config(path: str) -> Path:
+    """``path`` as given, else under ``configs/``; a clear error listing the available configs otherwise."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    candidate = CONFIG_DIR / path
+    if candidate.is_file():
+        return candidate
+    available = sorted(str(q.relative_to(CONFIG_DIR)) for q in CONFIG_DIR.rglob("*.yaml"))
+    raise ConfigError(
+        f"config file '{path}' not found (looked at {p} and {candidate}); "
+        f"available under configs/: {', '.join(available) or '(none)'}"
+    )
+
+
+def import_custom_modules(custom_dir: Path = CUSTOM_DIR) -> List[str]:
+    """Import every module of ``custom/`` so that it can register new types before a config is parsed."""
+    imported = []
+    if not custom_dir.is_dir():
+        return imported
+    for entry in sorted(custom_dir.iterdir()):
+        if entry.name.startswith((".", "_")):
+            continue
+        if entry.is_file() and entry.suffix == ".py":
+            target = entry
+        elif entry.is_dir() and (entry / "__init__.py").is_file():
+            target = entry / "__init__.py"
+        else:
+            continue
+        name = f"custom.{entry.stem}"
+        if name in sys.modules:
+            imported.append(name)
+            continue
+        spec = importlib.util.spec_from_file_location(
+            name, target, submodule_search_locations=[str(entry)] if entry.is_dir() else None
+        )
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as e:
+            del sys.modules[name]
+            raise ConfigError(f"error importing extension {target}: {type(e).__name__}: {e}") from e
+        imported.append(name)
+    return imported
+
+
+def _check_kwargs(target: Any, values: Dict[str, Any], prefix: str, reserved: set, source: str) -> None:
+    params = inspect.signature(target).parameters
+    for key in values:
+        if key in reserved:
+            raise ConfigError(
+                f"config error: {prefix}.{key}: set by the launcher (use --gpu for devices); remove it (in {source})"
+            )
+        if key not in params:
+            import difflib
+
+            match = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" (did you mean '{match[0]}'?)" if match else ""
+            raise ConfigError(
+                f"config error: {prefix}.{key}: not an argument of {target.__qualname__}{hint}; "
+                f"remove it or fix the spelling (in {source})"
+            )
+
+
+def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
+    """Load, override, resolve and validate. Returns ``(ExperimentConfig, raw OmegaConf config, config path)``."""
+    register_resolvers()
+    config_path = find_config(path)
+    try:
+        raw = OmegaConf.load(config_path)
+    except Exception as e:
+        problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {config_path} is not valid YAML{at}: {problem}") from None
+    if not isinstance(raw, type(OmegaConf.create({}))):
+        raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
+
+    override_keys = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(
+                f"argument '{item}' is neither a flag nor a key=value override "
+                "(e.g. system.prompt_processor.prompt=\"a hamburger\")"
+            )
+        override_keys.append(item.split("=", 1)[0].lstrip("+"))
+    try:
+        cfg = OmegaConf.merge(raw, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        container = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        msg = str(e).strip().splitlines()[0]
+        raise ConfigError(f"config error: {key or '(interpolation)'}: {msg} (in {config_path})") from None
+
+    def source(key: str) -> str:
+        for k in override_keys:
+            if key == k or key.startswith(k + ".") or k.startswith(key + "."):
+                return f"the command-line override '{k}=...'"
+        return str(config_path)
+
+    exp = parse_structured(ExperimentConfig, container, "", source)
+    if not exp.system_type:
+        raise ConfigError(f"config error: system_type: missing; name a registered system (in {config_path})")
+    if not exp.data_type:
+        raise ConfigError(f"config error: data_type: missing; name a registered data module (in {config_path})")
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    _check_kwargs(pl.Trainer.__init__, exp.trainer, "trainer", LAUNCHER_TRAINER_KEYS, str(config_path))
+    _check_kwargs(ModelCheckpoint.__init__, exp.checkpoint, "checkpoint", LAUNCHER_CHECKPOINT_KEYS, str(config_path))
+    return exp, cfg, config_path
+
+
+def trial_dir(exp: ExperimentConfig) -> Path:
+    """``<exp_root_dir>/<name>/<tag>[@<timestamp>]`` with both names made safe."""
+    from framework.utils.naming import safe_name
+
+    trial = safe_name(exp.tag or "default")
+    if exp.use_timestamp and exp.timestamp:
+        trial = f"{trial}@{exp.timestamp}"
+    return Path(exp.exp_root_dir) / safe_name(exp.name or "default") / trial
+
+
+def getenv_timestamp() -> Optional[str]:
+    return os.environ.get("FRAMEWORK_TRIAL_TIMESTAMP")

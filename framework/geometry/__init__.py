@@ -1,0 +1,1 @@
+from framework.geometry import base, implicit_volume  # noqa: F401

@@ -1,0 +1,110 @@
+"""Loading Stable Diffusion components with diffusers/transformers ``from_pretrained``, with one-line errors.
+
+A model is named by a Hub id (``stabilityai/stable-diffusion-2-1-base``) or a local folder in diffusers format
+(``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``). Offline
+(``HF_HUB_OFFLINE=1``) a Hub id loads only from the local Hugging Face cache; anything missing is a
+:class:`ModelNotFoundError` naming the config key, the value and how to point the key at a local copy. Remote code is
+never executed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable, List
+
+import torch
+import torch.nn as nn
+
+from framework.errors import ModelNotFoundError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off by the environment (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").upper() in _TRUE
+
+
+def _not_found(key: str, name: str, subfolder: str) -> ModelNotFoundError:
+    if os.path.isdir(name):
+        return ModelNotFoundError(
+            f"{key}: '{name}' has no usable '{subfolder}/' folder; point {key} at a Stable Diffusion checkpoint "
+            "in diffusers format (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
+        )
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        return ModelNotFoundError(f"{key}: directory '{name}' does not exist; set {key} to a diffusers model folder")
+    where = "the Hub is off (HF_HUB_OFFLINE=1)" if hub_offline() else "it could not be downloaded"
+    return ModelNotFoundError(
+        f"{key}: model '{name}' is not in the local Hugging Face cache and {where}; download it where there is "
+        f"network ('hf download {name} --local-dir DIR') and set {key}=DIR"
+    )
+
+
+def load_component(cls: Any, name: str, subfolder: str, key: str, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(name, subfolder=subfolder, **kwargs)``; a missing model raises ModelNotFoundError."""
+    if os.path.isdir(name) and not os.path.isdir(os.path.join(name, subfolder)):
+        raise _not_found(key, name, subfolder)
+    try:
+        return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
+    except OSError as e:
+        raise _not_found(key, name, subfolder) from e
+
+
+def config_key(prefix: str, field: str) -> str:
+    """The dotted config key of ``field`` in a module parsed under ``prefix`` (for error messages)."""
+    return f"{prefix}.{field}" if prefix else field
+
+
+def frozen_weights_dtype(half_precision_weights: bool, device: torch.device) -> torch.dtype:
+    """fp16 for frozen weights on CUDA when ``half_precision_weights``; fp32 elsewhere (CPU kernels want fp32)."""
+    return torch.float16 if half_precision_weights and device.type == "cuda" else torch.float32
+
+
+def load_dtype(half_precision_weights: bool) -> torch.dtype:
+    """The dtype to load frozen weights in: the one they will have on the device the run will most likely use."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return frozen_weights_dtype(half_precision_weights, device)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients and eval mode (no dropout) for a frozen diffusion component."""
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def place_frozen(
+    models: Iterable[nn.Module], device: torch.device, dtype: torch.dtype, keep: Iterable[nn.Parameter] = ()
+) -> None:
+    """Move ``models`` to ``device`` and cast their floating weights to ``dtype``, in place.
+
+    Parameters in ``keep`` (trainable LoRA weights living inside a frozen UNet) keep their own dtype (fp32): casting
+    them down and back would lose precision. Parameter objects are kept (``.data`` is replaced), so an optimizer that
+    holds them stays valid.
+    """
+    keep_ids = {id(p) for p in keep}
+    for model in models:
+        model.to(device)
+        for p in model.parameters():
+            if id(p) not in keep_ids and p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+        for mod in model.modules():
+            for name, b in list(mod._buffers.items()):
+                if b is not None and b.is_floating_point() and b.dtype != dtype:
+                    mod._buffers[name] = b.to(dtype)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of a model's first parameter."""
+    return next(model.parameters()).device
+
+
+def unique(models: Iterable[nn.Module]) -> List[nn.Module]:
+    """``models`` without repeats (one shared UNet counted once), in order."""
+    out: List[nn.Module] = []
+    for m in models:
+        if m is not None and all(m is not o for o in out):
+            out.append(m)
+    return out

@@ -1,0 +1,232 @@
+#!/usr/bin/env python
+"""Run an experiment: ``python launch.py --config configs/vsd.yaml --train [key=value ...]``.
+
+Exactly one of --train, --validate, --test, --export. Remaining ``key=value`` arguments override the config
+(``system.prompt_processor.prompt="a hamburger"``). ``resume=<ckpt>`` continues a run, or names the checkpoint that
+--validate/--test/--export use. Errors a user can cause are printed as one line (``--debug`` shows tracebacks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+MODES = ("train", "validate", "test", "export")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + error
+        self.exit(2, f"error: {message} (see python launch.py --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML config; a path not found as given is looked up under configs/")
+    mode = p.add_mutually_exclusive_group()
+    for m in MODES:
+        mode.add_argument(f"--{m}", action="store_true", help=f"{m} (needs resume=<ckpt> for a trained model)")
+    p.add_argument("--gpu", default="0", help="comma-separated device ids, e.g. 0 or 0,1 (several: DDP)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
+    p.add_argument(
+        "--describe",
+        nargs=2,
+        metavar=("KIND", "TYPE"),
+        help="print the config fields of a registered module, e.g. --describe guidance stable-diffusion-guidance",
+    )
+    p.add_argument("--list", action="store_true", help="list the registered module types of every kind")
+    return p
+
+
+def rank_zero() -> bool:
+    """True in the launching process (children of a multi-process run have LOCAL_RANK/NODE_RANK set)."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
+def parse_devices(spec: str) -> List[int]:
+    from framework.errors import UserError
+
+    try:
+        ids = [int(x) for x in spec.split(",") if x.strip() != ""]
+    except ValueError:
+        raise UserError(f"--gpu '{spec}': expected comma-separated device ids such as 0 or 0,1") from None
+    if not ids or any(i < 0 for i in ids) or len(set(ids)) != len(ids):
+        raise UserError(f"--gpu '{spec}': expected distinct non-negative device ids such as 0 or 0,1")
+    return ids
+
+
+def import_modules() -> None:
+    from framework.builtin import import_builtin_modules
+    from framework.experiment import import_custom_modules
+
+    import_builtin_modules()
+    import systems  # noqa: F401  (registers the systems)
+
+    import_custom_modules()
+
+
+def check_extras(extras: Sequence[str], parser: argparse.ArgumentParser) -> None:
+    from framework.errors import UserError
+
+    flags = [a for a in parser._option_string_actions if a.startswith("--")]
+    for item in extras:
+        if item.startswith("-"):
+            match = difflib.get_close_matches(item.split("=")[0], flags, n=1)
+            hint = f" (did you mean {match[0]}?)" if match else ""
+            raise UserError(f"unknown flag '{item}'{hint}; flags: {', '.join(sorted(flags))}")
+
+
+def make_trial_dir(trial: Path, cfg, config_path: Path, argv: Sequence[str]) -> None:
+    """Create the trial folder with its configs and command; never reuse an existing one."""
+    from omegaconf import OmegaConf
+
+    from framework.errors import UserError
+
+    if trial.exists():
+        raise UserError(
+            f"trial folder {trial} exists already and is never overwritten; set use_timestamp=true or another tag"
+        )
+    try:
+        (trial / "configs").mkdir(parents=True)
+        (trial / "ckpts").mkdir()
+        (trial / "save").mkdir()
+        OmegaConf.save(cfg, trial / "configs" / "parsed.yaml", resolve=True)
+        shutil.copyfile(config_path, trial / "configs" / "raw.yaml")
+        (trial / "cmd.txt").write_text("python " + " ".join(argv) + "\n")
+    except OSError as e:
+        raise UserError(
+            f"cannot write the trial folder {trial}: {e.strerror or e}; set exp_root_dir=<a writable folder>"
+        ) from None
+
+
+def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) -> int:
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from framework import registry
+    from framework.errors import UserError
+    from framework.experiment import load_experiment, trial_dir
+    from framework.utils.checkpoint import check_system, load_checkpoint
+    from framework.utils.seeding import seed_all
+
+    mode = next((m for m in MODES if getattr(args, m)), None)
+    if args.config is None or mode is None:
+        raise UserError("give --config <yaml> and one of --train, --validate, --test, --export")
+    import_modules()
+    exp, cfg, config_path = load_experiment(args.config, extras)
+
+    exp.timestamp = (None if rank_zero() else os.environ.get("FRAMEWORK_TRIAL_TIMESTAMP")) or time.strftime(
+        "%Y%m%d-%H%M%S"
+    )
+
+    if exp.resume:
+        check_system(load_checkpoint(exp.resume, "resume"), exp.system_type, exp.resume)
+    elif mode in ("test", "export", "validate") and rank_zero():
+        print(f"warning: --{mode} without resume=<ckpt>: using freshly initialised weights", file=sys.stderr)
+
+    devices = parse_devices(args.gpu)
+    if torch.cuda.is_available():
+        accelerator, n_dev = "gpu", devices
+    else:
+        accelerator, n_dev = "cpu", len(devices)
+        if rank_zero():
+            extra = f" with {n_dev} processes (DDP over gloo)" if n_dev > 1 else ""
+            print(f"CUDA is not available: running on CPU{extra}", file=sys.stderr)
+    n_proc = len(devices)
+    strategy = "ddp" if n_proc > 1 else "auto"
+    if n_proc > 1:
+        os.environ["FRAMEWORK_TRIAL_TIMESTAMP"] = exp.timestamp  # the DDP children share the trial folder
+
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    seed_all(exp.seed + rank)
+    datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
+    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
+
+    trial = trial_dir(exp)
+    if rank_zero():
+        make_trial_dir(trial, cfg, config_path, argv)
+    system.set_save_dir(trial / "save")
+
+    if mode == "export":
+        if exp.resume:
+            system.load_for_eval(exp.resume)
+        for path in system.export():
+            print(f"exported {path}")
+        return 0
+
+    callbacks = [ModelCheckpoint(dirpath=str(trial / "ckpts"), **exp.checkpoint)] if mode == "train" else []
+    loggers = [
+        TensorBoardLogger(str(trial), name="tb_logs", version=""),
+        CSVLogger(str(trial), name="csv_logs", version=""),
+    ]
+    trainer_kwargs = dict(exp.trainer)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=n_dev,
+        strategy=strategy,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=str(trial),
+        use_distributed_sampler=False,
+        **trainer_kwargs,
+    )
+    if mode == "train":
+        trainer.fit(system, datamodule=datamodule, ckpt_path=exp.resume, weights_only=True)
+        trainer.test(system, datamodule=datamodule)
+    elif mode == "validate":
+        trainer.validate(system, datamodule=datamodule, ckpt_path=exp.resume, weights_only=True)
+    elif mode == "test":
+        trainer.test(system, datamodule=datamodule, ckpt_path=exp.resume, weights_only=True)
+    if rank_zero():
+        print(f"trial folder: {trial}")
+    return 0
+
+
+def describe(kind: str, name: str) -> int:
+    from framework import registry
+    from framework.config import describe as describe_config
+
+    import_modules()
+    cls = registry.find(kind, name)
+    print(f"{kind} '{name}' ({cls.__module__}.{cls.__qualname__})")
+    print(describe_config(cls.Config))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except SystemExit as e:  # argparse has printed its one-line error (or --help)
+        return int(e.code or 0)
+    from framework.errors import UserError
+
+    try:
+        check_extras(extras, parser)
+        if args.list:
+            from framework import registry
+
+            import_modules()
+            for kind in registry.KINDS:
+                print(f"{kind}: {', '.join(registry.names(kind))}")
+            return 0
+        if args.describe:
+            return describe(*args.describe)
+        return run(args, extras, ["launch.py", *argv])
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

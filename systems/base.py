@@ -1,0 +1,249 @@
+"""``BaseSystem``: the Lightning module every system derives from.
+
+It owns what all systems share, written once: building modules from the registry in one place, the loss
+bookkeeping (``loss_<x>`` weighted by the schedule ``lambda_<x>``, checked at the first step), one optimizer with
+parameter groups, explicit per-step updates of its children, exact resume (randomness derived from the step),
+checkpoints with trainable state only, and the validation / test / export outputs (image grids, an orbit video,
+exported files).
+
+A system implements ``configure`` (build modules with ``self.build``), ``training_losses(batch)`` (a dict whose
+``loss_*`` entries are weighted and summed; other scalar entries are logged), ``validation_panels(batch)`` (the
+panels of one grid), and optionally ``test_panels`` and ``export_outputs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from framework import registry
+from framework.config import parse_structured
+from framework.errors import ConfigError
+from framework.schedule import Schedule
+from framework.utils.checkpoint import check_system, load_checkpoint, load_state_into, state_dict_of
+from framework.utils.saving import Panel, Saver
+from framework.utils.seeding import derived_seed, seed_all
+from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
+
+
+class BaseSystem(pl.LightningModule):
+    @dataclass
+    class Config:
+        loss: Dict[str, Schedule] = field(default_factory=dict)
+        """Loss weights ``lambda_<x>`` (numbers or schedules), one for each ``loss_<x>`` the system returns."""
+        optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+        """The one optimizer and its parameter groups."""
+        scheduler: Optional[SchedulerConfig] = None
+        """An optional learning-rate scheduler."""
+        weights: Optional[str] = None
+        """A checkpoint whose system weights initialise this run (not a resume: step and optimizer start afresh)."""
+        weights_ignore_modules: Optional[List[str]] = None
+        """Module paths whose weights are not taken from ``weights``."""
+        exporter_type: str = ""
+        """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
+        exporter: Any = field(default_factory=dict)
+        """Config of the exporter."""
+
+    cfg: Any
+
+    def __init__(self, cfg: Any = None, seed: int = 0):
+        super().__init__()
+        self.cfg = parse_structured(self.Config, cfg, "system")
+        self.seed = seed
+        self._stepped: List[Any] = []
+        self._save_dir: Optional[Path] = None
+        self.saver = Saver(None)
+        self._loaded_step = 0
+        self._losses_checked = False
+        self.configure()
+        if self.cfg.weights:
+            self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
+
+    # ------------------------------------------------------------------ building
+    def configure(self) -> None:
+        """Build the system's modules (with ``self.build``)."""
+
+    def build(self, kind: str, type_name: str, cfg: Any, prefix: str, **kwargs: Any) -> Any:
+        """Construct a registered module and add it to the modules updated before every step (in build order)."""
+        module = registry.find(kind, type_name, key=f"{prefix}_type")(cfg, prefix=prefix, **kwargs)
+        self._stepped.append(module)
+        return module
+
+    def set_save_dir(self, save_dir: Optional[Path]) -> None:
+        """Where ``save/`` outputs go; the launcher sets it, rank 0 alone writes."""
+        self._save_dir = Path(save_dir) if save_dir is not None else None
+        self.saver = Saver(self._save_dir, enabled=True)
+
+    def setup(self, stage: str) -> None:
+        enabled = self.trainer.is_global_zero if self._trainer is not None else True
+        self.saver = Saver(self._save_dir, enabled=enabled)
+
+    # ------------------------------------------------------------------ steps and schedules
+    @property
+    def current_step(self) -> int:
+        """The global step: the trainer's while fitting, the checkpoint's when testing or exporting from one."""
+        step = self.trainer.global_step if self._trainer is not None else 0
+        return max(int(step), int(self._loaded_step))
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        """Explicitly update every built module (and the data module) for ``global_step``."""
+        for module in self._stepped:
+            module.update_step(epoch, global_step, on_load_weights=on_load_weights)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        step = self.global_step
+        # Randomness of a step depends on (seed, rank, step) alone: resumed runs repeat uninterrupted ones exactly.
+        seed_all(derived_seed(self.seed, self.global_rank, step, 0x5EED))
+        self.update_step(self.current_epoch, step)
+
+    def _on_eval_start(self) -> None:
+        if not (self._trainer is not None and self.trainer.state.fn == "fit"):
+            self.update_step(0, self.current_step, on_load_weights=True)
+        seed_all(derived_seed(self.seed, self.global_rank, self.current_step, 0xE7A1))
+
+    def on_validation_start(self) -> None:
+        self._on_eval_start()
+
+    def on_test_start(self) -> None:
+        self._on_eval_start()
+
+    # ------------------------------------------------------------------ losses
+    def training_losses(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def loss_enabled(self, name: str) -> bool:
+        """Whether ``lambda_<name>`` is configured and not zero at every step: compute ``loss_<name>`` only then."""
+        sched = self.cfg.loss.get(f"lambda_{name}")
+        return sched is not None and not (sched.is_constant and sched(0) == 0.0)
+
+    def _check_losses(self, names: Sequence[str]) -> None:
+        weights = {k[len("lambda_") :] for k in self.cfg.loss if k.startswith("lambda_")}
+        bad_keys = [k for k in self.cfg.loss if not k.startswith("lambda_")]
+        if bad_keys:
+            raise ConfigError(f"config error: system.loss.{bad_keys[0]}: loss weights are named lambda_<loss>")
+        unweighted = sorted(set(names) - weights)
+        if unweighted:
+            raise ConfigError(
+                f"config error: system.loss: the system returns loss_{unweighted[0]} but the config has no "
+                f"lambda_{unweighted[0]}; add system.loss.lambda_{unweighted[0]} (0 to disable)"
+            )
+        orphans = sorted(n for n in weights - set(names) if self.loss_enabled(n))
+        if orphans:
+            raise ConfigError(
+                f"config error: system.loss.lambda_{orphans[0]}: no loss_{orphans[0]} is computed by "
+                f"{type(self).__name__}; remove the weight or fix its name "
+                f"(losses it returns: {', '.join(sorted(names))})"
+            )
+        self._losses_checked = True
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.training_losses(batch)
+        losses = {k[len("loss_") :]: v for k, v in out.items() if k.startswith("loss_")}
+        if not self._losses_checked:
+            self._check_losses(list(losses))
+        step = self.global_step
+        total: Any = 0.0
+        for name, value in losses.items():
+            weight = self.cfg.loss[f"lambda_{name}"](step)
+            self.log(f"train/loss_{name}", value.detach(), prog_bar=weight != 0.0)
+            self.log(f"train/lambda_{name}", weight)
+            if weight != 0.0:
+                total = total + weight * value
+        for key, value in out.items():
+            if not key.startswith("loss_") and _is_scalar(value):
+                self.log(f"train/{key}", value.detach() if torch.is_tensor(value) else float(value))
+        if not torch.is_tensor(total):
+            raise ConfigError("config error: system.loss: every loss weight is zero at this step; nothing to train")
+        self.log("train/loss", total.detach(), prog_bar=True)
+        return total
+
+    # ------------------------------------------------------------------ optimizer
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self, self.cfg.optimizer)
+        scheduler = build_scheduler(optimizer, self.cfg.scheduler)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["framework"] = {
+            "system_type": getattr(type(self), "registered_name", type(self).__name__),
+            "global_step": int(self.global_step),
+        }
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        check_system(checkpoint, getattr(type(self), "registered_name", type(self).__name__), "(checkpoint)")
+        self._loaded_step = int(checkpoint.get("global_step", 0))
+
+    def load_weights(self, path: str, ignore_modules: Optional[List[str]] = None) -> int:
+        """Load the system weights of a checkpoint (no optimizer state); returns the checkpoint's step."""
+        data = load_checkpoint(path, "system.weights")
+        check_system(data, getattr(type(self), "registered_name", type(self).__name__), path)
+        load_state_into(self, state_dict_of(data, path), path, ignore_modules)
+        return int(data.get("global_step", 0))
+
+    def load_for_eval(self, path: str) -> None:
+        """Load a checkpoint for ``--export``: weights and the step its names and schedules use."""
+        self._loaded_step = self.load_weights(path)
+        self.update_step(0, self._loaded_step, on_load_weights=True)
+
+    # ------------------------------------------------------------------ validation, test, export
+    def validation_panels(self, batch: Dict[str, Any]) -> List[Panel]:
+        raise NotImplementedError
+
+    def test_panels(self, batch: Dict[str, Any]) -> List[Panel]:
+        return self.validation_panels(batch)
+
+    def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        img = self.saver.save_grid(f"it{self.current_step}-val/{batch_idx:04d}.png", self.validation_panels(batch))
+        if batch_idx == 0 and self.saver.enabled:
+            self._log_image("val", img)
+
+    def test_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
+        self.saver.save_grid(f"it{self.current_step}-test/{batch_idx:04d}.png", self.test_panels(batch))
+
+    def on_test_epoch_end(self) -> None:
+        if self.saver.enabled:
+            frames = sorted(self.saver.path(f"it{self.current_step}-test").glob("*.png"))
+            self.saver.save_images_as_video(f"it{self.current_step}-test.mp4", frames, fps=30)
+
+    def _log_image(self, tag: str, img: Optional[np.ndarray]) -> None:
+        if img is None:
+            return
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image(f"{tag}/grid", img, self.current_step, dataformats="HWC")
+
+    def export_outputs(self) -> List[Any]:
+        """What ``--export`` writes: the configured exporter's outputs."""
+        if not self.cfg.exporter_type:
+            raise ConfigError(
+                f"config error: system.exporter_type: {type(self).__name__} has no exporter configured; "
+                f"set system.exporter_type (registered: {', '.join(registry.names('exporter')) or 'none'})"
+            )
+        exporter = registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
+            self.cfg.exporter, prefix="system.exporter"
+        )
+        return exporter(self)
+
+    def export(self) -> List[Path]:
+        """Run the exporter and write its outputs under ``save/it<step>-export/``."""
+        written = []
+        for out in self.export_outputs():
+            path = self.saver.path(f"it{self.current_step}-export/{out.filename}")
+            out.write(path)
+            written.append(path)
+        return written
+
+
+def _is_scalar(value: Any) -> bool:
+    if torch.is_tensor(value):
+        return value.numel() == 1
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,106 @@
+"""Optimizer and LR scheduler from config: one optimizer, parameter groups named by dotted module paths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn as nn
+
+from framework.errors import ConfigError
+
+
+@dataclass
+class OptimizerConfig:
+    """``system.optimizer``: threestudio's shape."""
+
+    name: str = "AdamW"
+    """A class of ``torch.optim`` (Adam, AdamW, SGD, ...)."""
+    args: Dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
+    """Keyword arguments of the optimizer, the defaults of every group (lr, betas, eps, weight_decay)."""
+    params: Optional[Dict[str, Dict[str, Any]]] = None
+    """Parameter groups: a dotted module path of the system (``geometry.encoding``, ``guidance``) -> group options
+    (e.g. ``{lr: 0.01}``). Trainable parameters in no listed group form a group with ``args`` alone."""
+
+
+@dataclass
+class SchedulerConfig:
+    """``system.scheduler``: a ``torch.optim.lr_scheduler`` class."""
+
+    name: str
+    """A class of ``torch.optim.lr_scheduler`` (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ...)."""
+    interval: str = "step"
+    """When it steps: 'step' or 'epoch'."""
+    args: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the scheduler."""
+
+
+def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str, Any]]:
+    """Parameter groups for ``cfg.params``; every trainable parameter lands in exactly one group."""
+    named = {id(p): n for n, p in system.named_parameters() if p.requires_grad}
+    taken: Dict[int, str] = {}
+    groups: List[Dict[str, Any]] = []
+    for path, options in (cfg.params or {}).items():
+        try:
+            target = system.get_parameter(path) if "." in path and _is_param(system, path) else system.get_submodule(path)
+        except AttributeError:
+            modules = sorted(n for n, _ in system.named_modules() if n and n.count(".") < 2)
+            raise ConfigError(
+                f"config error: system.optimizer.params.{path}: no module or parameter '{path}' in the system; "
+                f"choose from: {', '.join(modules)}"
+            ) from None
+        params = [target] if isinstance(target, nn.Parameter) else list(target.parameters())
+        params = [p for p in params if p.requires_grad]
+        for p in params:
+            if id(p) in taken:
+                raise ConfigError(
+                    f"config error: system.optimizer.params.{path}: parameter '{named[id(p)]}' is also in group "
+                    f"'{taken[id(p)]}'; list each module once"
+                )
+            taken[id(p)] = path
+        if params:
+            groups.append({"params": params, "name": path, **(options or {})})
+    rest = [p for p in system.parameters() if p.requires_grad and id(p) not in taken]
+    if rest:
+        groups.append({"params": rest, "name": "default"})
+    return groups
+
+
+def _is_param(module: nn.Module, path: str) -> bool:
+    parent, _, leaf = path.rpartition(".")
+    try:
+        owner = module.get_submodule(parent)
+    except AttributeError:
+        return False
+    return leaf in dict(owner.named_parameters(recurse=False))
+
+
+def build_optimizer(system: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    cls = getattr(torch.optim, cfg.name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ConfigError(
+            f"config error: system.optimizer.name: '{cfg.name}' is not a torch.optim optimizer (e.g. Adam, AdamW)"
+        )
+    groups = build_param_groups(system, cfg)
+    if not groups:
+        raise ConfigError("config error: system.optimizer: the system has no trainable parameters")
+    try:
+        return cls(groups, **cfg.args)
+    except TypeError as e:
+        raise ConfigError(f"config error: system.optimizer.args: {e}") from None
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Optional[SchedulerConfig]) -> Optional[Dict[str, Any]]:
+    if cfg is None:
+        return None
+    cls = getattr(torch.optim.lr_scheduler, cfg.name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"config error: system.scheduler.name: '{cfg.name}' is not in torch.optim.lr_scheduler")
+    if cfg.interval not in ("step", "epoch"):
+        raise ConfigError(f"config error: system.scheduler.interval: expected 'step' or 'epoch', got '{cfg.interval}'")
+    try:
+        scheduler = cls(optimizer, **cfg.args)
+    except TypeError as e:
+        raise ConfigError(f"config error: system.scheduler.args: {e}") from None
+    return {"scheduler": scheduler, "interval": cfg.interval}

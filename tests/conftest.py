@@ -1,0 +1,24 @@
+"""Shared pytest set-up: repo root on sys.path, the ``slow`` marker, fixtures from tests/fixtures/."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest_plugins = [
+    f"tests.fixtures.{p.stem}"
+    for p in sorted((Path(__file__).parent / "fixtures").glob("*.py"))
+    if not p.name.startswith("_")
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end runs of a minute or more (run in CI)")
