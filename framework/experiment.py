@@ -156,10 +156,15 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
         override_keys.append(item.split("=", 1)[0].lstrip("+"))
     try:
         cfg = OmegaConf.merge(raw, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
-        container = OmegaConf.to_container(cfg, resolve=True)
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).strip().splitlines()[0]
+        if type(e).__name__ == "MissingMandatoryValue":
+            raise ConfigError(
+                f"config error: {key}: missing required value (??? in {config_path}); "
+                f"set it on the command line, e.g. {key}=..."
+            ) from None
         raise ConfigError(f"config error: {key or '(interpolation)'}: {msg} (in {config_path})") from None
 
     def source(key: str) -> str:

@@ -1,3 +1,1 @@
-"""Lightning systems. Importing this package registers every built-in system."""
-
-from systems import base, image_fitting  # noqa: F401
+from systems import base, dreamfusion, image_fitting, prolificdreamer  # noqa: F401

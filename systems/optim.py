@@ -41,16 +41,17 @@ def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str
     named = {id(p): n for n, p in system.named_parameters() if p.requires_grad}
     taken: Dict[int, str] = {}
     groups: List[Dict[str, Any]] = []
+    resolve = getattr(system, "param_group_modules", None) or (lambda p: [system.get_submodule(p)])
     for path, options in (cfg.params or {}).items():
         try:
-            target = system.get_parameter(path) if "." in path and _is_param(system, path) else system.get_submodule(path)
+            targets = [system.get_parameter(path)] if _is_param(system, path) else resolve(path)
         except AttributeError:
             modules = sorted(n for n, _ in system.named_modules() if n and n.count(".") < 2)
             raise ConfigError(
                 f"config error: system.optimizer.params.{path}: no module or parameter '{path}' in the system; "
                 f"choose from: {', '.join(modules)}"
             ) from None
-        params = [target] if isinstance(target, nn.Parameter) else list(target.parameters())
+        params = [p for t in targets for p in ([t] if isinstance(t, nn.Parameter) else t.parameters())]
         params = [p for p in params if p.requires_grad]
         for p in params:
             if id(p) in taken:
@@ -68,6 +69,8 @@ def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str
 
 
 def _is_param(module: nn.Module, path: str) -> bool:
+    if "." not in path:
+        return path in dict(module.named_parameters(recurse=False))
     parent, _, leaf = path.rpartition(".")
     try:
         owner = module.get_submodule(parent)

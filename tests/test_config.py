@@ -168,3 +168,8 @@ def test_parse_structured_types_and_errors():
 def test_field_docs_and_describe():
     assert field_docs(_Outer)["mode"] == "A choice."
     assert "A choice." in describe(_Outer)
+
+
+def test_mandatory_value_left_as_question_marks(tmp_path):
+    msg = error_of(tmp_path, BASE.replace("tag: x", "tag: ???"))
+    assert "tag: missing required value" in msg and "tag=..." in msg

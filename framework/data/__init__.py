@@ -1,1 +1,1 @@
-from framework.data import base, image, random_camera  # noqa: F401
+from framework.data import base, image, random_camera, step  # noqa: F401

@@ -93,7 +93,8 @@ def pixel_directions(height: int, width: int, device: Optional[torch.device] = N
 
 
 def camera_directions(height: int, width: int, fovy: Tensor) -> Tensor:
-    """Camera-frame ray directions ``(B, H, W, 3)`` (not normalised, z = -1) for vertical fields of view ``fovy (B,)``."""
+    """Camera-frame ray directions ``(B, H, W, 3)`` (z = -1, not normalised) for vertical fields of view ``fovy (B,)``.
+    """
     base = pixel_directions(height, width, device=fovy.device)
     f = focal_length(height, fovy).to(base.dtype)
     scale = torch.stack([1.0 / f, 1.0 / f, torch.ones_like(f)], dim=-1)  # (B, 3)
@@ -101,7 +102,8 @@ def camera_directions(height: int, width: int, fovy: Tensor) -> Tensor:
 
 
 def get_rays(directions: Tensor, c2w: Tensor, normalize: bool = True) -> Tuple[Tensor, Tensor]:
-    """World-space ray origins and directions ``(B, H, W, 3)`` from camera directions ``(B, H, W, 3)`` and ``c2w (B, 4, 4)``.
+    """World-space ray origins and directions ``(B, H, W, 3)`` from camera directions ``(B, H, W, 3)`` and
+    ``c2w (B, 4, 4)``.
 
     ``normalize`` makes the directions unit length (the renderer's depth is then a distance; threestudio's default).
     """

@@ -84,11 +84,11 @@ class RandomCameraDataModule(BaseDataModule):
         eval_fovy_deg: float = 70.0
         """Vertical field of view of validation and test views, in degrees."""
         light_sample_strategy: Literal["dreamfusion", "magic3d"] = "dreamfusion"
-        """dreamfusion: light near the camera direction; magic3d: light within 30-90 degrees above the camera's horizon."""
+        """dreamfusion: light around the camera direction; magic3d: light within 60 degrees of the camera direction."""
         batch_uniform_azimuth: bool = True
         """Stratify the azimuths of a batch so that they cover the azimuth range."""
         progressive_until: int = 0
-        """Widen elevation and azimuth ranges linearly from the front view to the full ranges until this step (0: off)."""
+        """Widen elevation and azimuth ranges linearly from the front view to the full ones until this step (0: off)."""
         rays_d_normalize: bool = True
         """Normalise ray directions (depth is then a distance along the ray)."""
 
@@ -124,9 +124,13 @@ class RandomCameraDataModule(BaseDataModule):
         for key in ("elevation_range", "azimuth_range", "camera_distance_range", "fovy_range", "light_distance_range"):
             low, high = getattr(cfg, key)
             if high < low:
-                raise ConfigError(f"config error: data.{key}: expected [low, high] with low <= high, got [{low}, {high}]")
+                raise ConfigError(
+                    f"config error: data.{key}: expected [low, high] with low <= high, got [{low}, {high}]"
+                )
         if not -90.0 <= cfg.elevation_range[0] <= cfg.elevation_range[1] <= 90.0:
-            raise ConfigError(f"config error: data.elevation_range: must lie within [-90, 90], got {cfg.elevation_range}")
+            raise ConfigError(
+                f"config error: data.elevation_range: must lie within [-90, 90], got {cfg.elevation_range}"
+            )
         if cfg.n_val_views < 1 or cfg.n_test_views < 1:
             raise ConfigError("config error: data.n_val_views/n_test_views: need at least one view")
         self.global_step = 0
@@ -142,7 +146,8 @@ class RandomCameraDataModule(BaseDataModule):
         return self.heights[s], self.widths[s], self.batch_sizes[s]
 
     def view_ranges(self, step: int) -> Tuple[Tuple[float, float], Tuple[float, float]]:
-        """Elevation and azimuth ranges (degrees) at ``step``: widened from the front view until ``progressive_until``."""
+        """Elevation and azimuth ranges (degrees) at ``step``, widened from the front view until ``progressive_until``.
+        """
         cfg = self.cfg
         r = 1.0 if cfg.progressive_until <= 0 else min(1.0, step / cfg.progressive_until)
         e0 = cfg.eval_elevation_deg

@@ -1,0 +1,1 @@
+from framework.exporters import mesh_exporter  # noqa: F401

@@ -2,8 +2,9 @@
 
 Interface of every geometry (threestudio's)::
 
-    geometry(points (..., 3), output_normal=False) -> {"density": (..., 1), "features": (..., n_feature_dims),
-                                                        "normal": (..., 3), "shading_normal": (..., 3)}  # normals if asked
+    geometry(points (..., 3), output_normal=False)
+        -> {"density": (..., 1), "features": (..., n_feature_dims), "normal": (..., 3), "shading_normal": (..., 3)}
+        # normals only if asked
     geometry.forward_density(points) -> (..., 1)
     geometry.export(points) -> {"features": ...}   # what an exporter colours vertices with
     geometry.isosurface() -> Mesh                   # marching cubes on the density field
@@ -42,7 +43,7 @@ def contract_to_unit_cube(x: Tensor, bbox: Tensor, unbounded: bool = False) -> T
 
 @dataclass
 class Mesh:
-    """A triangle mesh: vertex positions ``v_pos (V, 3)`` and faces ``t_pos_idx (F, 3)``, counter-clockwise seen from outside."""
+    """A triangle mesh: vertices ``v_pos (V, 3)``, faces ``t_pos_idx (F, 3)`` counter-clockwise seen from outside."""
 
     v_pos: Tensor
     t_pos_idx: Tensor
@@ -173,7 +174,9 @@ class BaseImplicitGeometry(BaseGeometry):
         if self.cfg.isosurface_coarse_to_fine and mesh.n_faces > 0:
             vmin, vmax = mesh.v_pos.amin(dim=0).to(self.bbox), mesh.v_pos.amax(dim=0).to(self.bbox)
             margin = (vmax - vmin) * 0.1
-            tight = torch.stack([torch.maximum(vmin - margin, self.bbox[0]), torch.minimum(vmax + margin, self.bbox[1])])
+            low = torch.maximum(vmin - margin, self.bbox[0])
+            high = torch.minimum(vmax + margin, self.bbox[1])
+            tight = torch.stack([low, high])
             mesh, _, _ = self._isosurface(tight)
         if self.cfg.isosurface_remove_outliers:
             mesh = mesh.remove_small_components(self.cfg.isosurface_outlier_n_faces_threshold)

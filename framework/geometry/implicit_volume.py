@@ -64,7 +64,9 @@ class ImplicitVolume(BaseImplicitGeometry):
         super().configure(**kwargs)
         cfg = self.cfg
         if cfg.n_input_dims != 3:
-            raise ConfigError(f"config error: geometry.n_input_dims: only 3-D points are supported, got {cfg.n_input_dims}")
+            raise ConfigError(
+                f"config error: geometry.n_input_dims: only 3-D points are supported, got {cfg.n_input_dims}"
+            )
         self.density_act = get_activation(cfg.density_activation, "geometry.density_activation")
         self.encoding = HashGridEncoding(cfg.n_input_dims, cfg.pos_encoding_config)
         self.density_network = VanillaMLP(self.encoding.n_output_dims, 1, cfg.mlp_network_config)
@@ -104,7 +106,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         return self.forward_density(points)
 
     def forward(self, points: Tensor, output_normal: bool = False) -> Dict[str, Tensor]:
-        """``density (..., 1)``, ``features (..., n_feature_dims)`` and, if asked, ``normal``/``shading_normal (..., 3)``."""
+        """``density (..., 1)``, ``features (..., n_feature_dims)``, if asked ``normal``/``shading_normal (..., 3)``."""
         cfg = self.cfg
         if output_normal and cfg.normal_type is None:
             raise ConfigError(

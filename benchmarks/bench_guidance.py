@@ -1,0 +1,266 @@
+"""Time one guidance step (forward, backward, optimizer step) and its peak memory for SDS and VSD.
+
+    python benchmarks/bench_guidance.py                     # tiny model
+    python benchmarks/bench_guidance.py --model sd21        # SD 2.1-shaped UNet + VAE, random weights (minutes)
+    python benchmarks/bench_guidance.py --model all --threads 2 --steps 20 --rounds 3
+
+Each configuration runs in its own process (so peak memory is its own): the scene is a (1, S, S, 3) image tensor
+trained with AdamW through the VAE encoder, as a render would be; VSD also trains its LoRA and camera embedding in
+the same optimizer (one ``guidance`` parameter group). Configurations:
+
+* ``sds``: ``stable-diffusion-guidance``;
+* ``vsd-separate``: VSD with two UNets (``share_unet: false``), threestudio's layout of the models;
+* ``vsd-shared``: VSD with one UNet for both branches (the default when both model paths are equal);
+* ``vsd-shared-estimate``: shared, and the LoRA trained on the estimate's noisy latents (one LoRA forward).
+
+Models: ``tiny`` is ``framework.models.tiny_sd`` (16x16 latents); ``sd21`` is a UNet and a VAE with SD 2.1's
+configs and random weights (866 M + 84 M parameters) at ``--latent-size`` (16: a 128x128 image), written once under
+``--work-dir``. Peak memory: on CUDA ``max_memory_allocated``; on CPU the peak resident set size during the timed
+steps (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``), weights included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CONFIGS = {
+    "sds": ("stable-diffusion-guidance", {}),
+    "vsd-separate": ("stable-diffusion-vsd-guidance", {"share_unet": False}),
+    "vsd-shared": ("stable-diffusion-vsd-guidance", {}),
+    "vsd-shared-estimate": ("stable-diffusion-vsd-guidance", {"lora_train_on_estimate": True}),
+}
+
+SD21_UNET = dict(
+    sample_size=96,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    attention_head_dim=(5, 10, 20, 20),
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+    upcast_attention=True,
+)
+SD21_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    latent_channels=4,
+    layers_per_block=2,
+    sample_size=768,
+)
+
+
+# ----------------------------------------------------------------------------------------------------- models
+def prepare_model(model: str, work_dir: Path) -> Path:
+    """The model folder for ``model``, built under ``work_dir`` if it is not there yet."""
+    from framework.models.tiny_sd import SD_SCHEDULER, build_tiny_sd
+
+    out = work_dir / model
+    if (out / "scheduler" / "scheduler_config.json").is_file():  # written last
+        return out
+    if model == "tiny":
+        return build_tiny_sd(out)
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+
+    print(f"building a random SD 2.1-shaped UNet and VAE in {out} (once; several GB)", file=sys.stderr)
+    if not (out / "vae" / "config.json").is_file():
+        torch.manual_seed(0)
+        UNet2DConditionModel(**SD21_UNET).save_pretrained(str(out / "unet"))
+        AutoencoderKL(**SD21_VAE).save_pretrained(str(out / "vae"))
+    PNDMScheduler(prediction_type="epsilon", **SD_SCHEDULER).save_pretrained(str(out / "scheduler"))
+    return out
+
+
+def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: int):
+    """Real prompt embeddings for the tiny model; random ones of SD 2.x's width for the SD 2.1-shaped UNet."""
+    import torch
+
+    from framework import registry
+    from framework.prompt_processors.base import PromptProcessorOutput, view_directions
+
+    if model == "tiny":
+        import framework.prompt_processors  # noqa: F401
+
+        cls = registry.find("prompt_processor", "stable-diffusion-prompt-processor")
+        return cls({"pretrained_model_name_or_path": str(model_dir), "prompt": "a photo of a cat",
+                    "cache_dir": str(work_dir / "text_embeddings")})()
+    g = torch.Generator().manual_seed(1)
+    directions = view_directions(45.0, 45.0, 60.0)
+    emb = lambda n: torch.randn(n, 77, text_width, generator=g)  # noqa: E731
+    return PromptProcessorOutput(emb(1), emb(1), emb(4), emb(4), directions, "p", "", ["p"] * 4)
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- worker
+def worker(args: argparse.Namespace) -> Dict:
+    import torch
+
+    import framework.guidance  # noqa: F401
+    from framework import registry
+    from framework.utils.seeding import seed_all
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cls_name, overrides = CONFIGS[args.worker]
+    model_dir = Path(args.model_dir)
+    seed_all(0)
+    cfg = {"pretrained_model_name_or_path": str(model_dir), **overrides}
+    if cls_name.endswith("vsd-guidance"):
+        cfg["pretrained_model_name_or_path_lora"] = str(model_dir)
+    if args.model == "sd21":
+        cfg["image_size"] = args.latent_size * 8
+    guidance = registry.find("guidance", cls_name)(cfg).to(device)
+    pu = prompt_utils_for(args.model, model_dir, Path(args.work_dir), guidance.models.unet.config.cross_attention_dim)
+    size = guidance.image_size
+    scene = torch.rand(1, size, size, 3, device=device).requires_grad_(True)
+    groups = [{"params": [scene], "lr": 1e-2, "name": "scene"}]
+    if list(guidance.parameters()):
+        groups.append({"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"})
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-15)
+    batch = dict(
+        elevation=torch.tensor([15.0], device=device), azimuth=torch.tensor([30.0], device=device),
+        camera_distances=torch.tensor([1.2], device=device), c2w=torch.eye(4, device=device)[None],
+    )
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = guidance(scene, pu, **batch)
+        loss = sum(v for k, v in out.items() if k.startswith("loss_"))
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    resident_mb = _status_kb("VmRSS") / 1024
+    exact_peak = _reset_peak_rss()
+    times: List[float] = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    if cuda:
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mb = _status_kb("VmHWM") / 1024
+    return {
+        "config": args.worker, "model": args.model, "step_ms": 1000 * statistics.median(times),
+        "step_ms_min": 1000 * min(times), "peak_mb": peak_mb, "resident_before_mb": resident_mb,
+        "peak_is_exact": exact_peak or cuda, "trainable_params": sum(p.numel() for p in guidance.parameters()),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ main
+def run_all(args: argparse.Namespace) -> List[Dict]:
+    """Every configuration in ``args.rounds`` interleaved rounds; per configuration the median over rounds."""
+    models = ["tiny", "sd21"] if args.model == "all" else [args.model]
+    rows = []
+    for model in models:
+        model_dir = prepare_model(model, Path(args.work_dir))
+        steps = args.steps if args.steps else (20 if model == "tiny" else 3)
+        runs: Dict[str, List[Dict]] = {name: [] for name in args.configs}
+        for name in [n for _ in range(args.rounds) for n in args.configs]:
+            cmd = [sys.executable, __file__, "--worker", name, "--model", model, "--model-dir", str(model_dir),
+                   "--work-dir", args.work_dir, "--threads", str(args.threads), "--steps", str(steps),
+                   "--warmup", str(args.warmup), "--latent-size", str(args.latent_size), "--device", args.device]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                sys.stderr.write(proc.stderr[-3000:])
+                raise SystemExit(f"benchmark worker {name} on {model} failed")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[name].append(row)
+            print(f"{model:5s} {name:20s} {row['step_ms']:9.1f} ms  peak {row['peak_mb']:8.0f} MB", file=sys.stderr)
+        for name, rs in runs.items():
+            row = dict(rs[0])
+            row["step_ms"] = statistics.median(r["step_ms"] for r in rs)
+            row["step_ms_rounds"] = [round(r["step_ms"], 2) for r in rs]
+            row["peak_mb"] = statistics.median(r["peak_mb"] for r in rs)
+            rows.append(row)
+    return rows
+
+
+def table(rows: List[Dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"torch {__import__('torch').__version__}, {args.threads} thread(s), device {args.device}, "
+        f"{platform.processor() or platform.machine()}, median of {args.rounds} round(s)",
+        "",
+        "| model | guidance | step (ms, median) | x SDS | peak memory (MB) | x SDS |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        sds = next((r for r in rows if r["model"] == model and r["config"] == "sds"), None)
+        for r in (r for r in rows if r["model"] == model):
+            t = f"{r['step_ms'] / sds['step_ms']:.2f}" if sds else "-"
+            m = f"{r['peak_mb'] / sds['peak_mb']:.2f}" if sds else "-"
+            lines.append(f"| {model} | {r['config']} | {r['step_ms']:.1f} | {t} | {r['peak_mb']:.0f} | {m} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=["tiny", "sd21", "all"], default="tiny")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--steps", type=int, default=0, help="timed steps (default 20 tiny, 3 sd21)")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of the whole set (median)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--latent-size", type=int, default=16, help="latent side for sd21 (image = 8x)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "bench_guidance"))
+    p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    rows = run_all(args)
+    print(table(rows, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

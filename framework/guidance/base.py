@@ -1,0 +1,354 @@
+"""Score-distillation guidance on Stable Diffusion: everything SDS and VSD share, written once.
+
+One guidance step, for renders ``rgb`` (B, H, W, 3) in [0, 1] of the scene (or latents (B, 4, h, w)):
+
+1. latents ``x0``: renders resized to ``image_size`` and encoded by the VAE (``scaling_factor`` from the VAE config);
+2. ``t ~ U{min_step..max_step}`` per sample, ``eps ~ N(0, I)``, ``x_t = alpha_t x0 + sigma_t eps``;
+3. the pretrained model's guided noise prediction ``eps_cfg`` (:func:`classifier_free_guidance`, one convention),
+   converted from v to eps where the model predicts v;
+4. a *baseline* the subclass provides: the sampled noise for SDS, the LoRA model's ``eps_phi`` for VSD;
+5. ``grad = w(t) (eps_cfg - baseline)``, ``nan_to_num``, optional clipping to ``[-grad_clip, grad_clip]``;
+6. the reparameterised loss ``0.5 * ||x0 - sg(x0 - grad)||^2 / B``, whose gradient w.r.t. ``x0`` is ``grad / B``
+   (the UNet Jacobian is skipped). The loss value is not an objective: watch ``grad_norm``.
+
+Frozen models (UNet, VAE, scheduler) are held in a plain dataclass attribute, never in ``state_dict`` or the
+optimizer; they follow the module to its device (``_apply``), fp16 on CUDA when ``half_precision_weights``, fp32 on CPU.
+
+Text embeddings come from a prompt processor as ``[cond; uncond]`` (2B, 77, C); the pretrained UNet runs on
+``[x_t; x_t]`` with them, so ``eps.chunk(2)`` is ``(eps_text, eps_uncond)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, ContextManager, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from framework.guidance.diffusion import NoiseSchedule, WeightingStrategy, classifier_free_guidance
+from framework.guidance.loading import (
+    config_key,
+    freeze,
+    frozen_weights_dtype,
+    load_component,
+    load_dtype,
+    place_frozen,
+    unique,
+)
+from framework.errors import ConfigError
+from framework.module import BaseModule
+from framework.schedule import Schedule
+
+
+@dataclass
+class FrozenModels:
+    """The pretrained diffusion components; a plain attribute, so never part of the module tree."""
+
+    unet: nn.Module
+    """UNet2DConditionModel of ``pretrained_model_name_or_path``."""
+    vae: nn.Module
+    """AutoencoderKL of ``pretrained_model_name_or_path``."""
+    scheduler: Any
+    """Its scheduler (read for ``alphas_cumprod``, ``prediction_type``, ``num_train_timesteps``)."""
+
+
+@dataclass
+class DistillationStep:
+    """What one guidance call has drawn and computed, handed to the subclass's baseline."""
+
+    latents: Tensor
+    """x0 (B, 4, h, w), fp32, attached to the scene's graph."""
+    noisy_latents: Tensor
+    """x_t (B, 4, h, w), detached."""
+    t: Tensor
+    """(B,) integer timesteps."""
+    noise: Tensor
+    """eps (B, 4, h, w) used to make x_t."""
+    prompt_utils: Any
+    """The prompt processor output."""
+    elevation: Tensor
+    """(B,) degrees."""
+    azimuth: Tensor
+    """(B,) degrees."""
+    camera_distances: Tensor
+    """(B,)"""
+    c2w: Optional[Tensor]
+    """(B, 4, 4) camera-to-world, or None."""
+    mvp_mtx: Optional[Tensor]
+    """(B, 4, 4) model-view-projection, or None."""
+
+
+class StableDiffusionGuidanceBase(BaseModule):
+    """Shared machinery of the Stable Diffusion score-distillation guidances (not registered itself)."""
+
+    loss_name = "sds"
+
+    @dataclass
+    class Config:
+        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
+        guidance_scale: float = 100.0
+        """Classifier-free guidance scale s in eps_uncond + s (eps_text - eps_uncond) (threestudio's SDS s is s + 1 here)."""
+        min_step_percent: Schedule = 0.02
+        """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
+        max_step_percent: Schedule = 0.98
+        """Upper end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
+        sqrt_anneal: bool = False
+        """HiFA's annealing: t goes deterministically from max to min step with sqrt(step / trainer_max_steps)."""
+        trainer_max_steps: int = 25000
+        """Training length that sqrt_anneal spreads its schedule over."""
+        weighting_strategy: WeightingStrategy = "sds"
+        """w(t): sds = 1 - alpha_bar_t, uniform = 1, fantasia3d = sqrt(alpha_bar_t) (1 - alpha_bar_t)."""
+        grad_clip: Optional[Schedule] = None
+        """Clamp the latent gradient to [-v, v] (number or schedule); null: no clipping."""
+        image_size: Optional[int] = None
+        """Renders are resized to this square size before VAE encoding; null: the UNet's native size (512 for SD 2.1-base)."""
+        view_dependent_prompting: bool = True
+        """Use the prompt processor's view-dependent text (front/side/back/overhead) for the pretrained model."""
+        half_precision_weights: bool = True
+        """Frozen weights in fp16 on CUDA (fp32 on CPU regardless); trainable weights and losses stay fp32."""
+        enable_attention_slicing: bool = False
+        """diffusers attention slicing ('auto') on the UNets: less memory, slower."""
+        enable_channels_last_format: bool = False
+        """Store the UNets in channels-last memory format."""
+        enable_sequential_cpu_offload: bool = False
+        """On CUDA, keep frozen-only models on the CPU and stream each layer in when used (accelerate); slow."""
+
+    cfg: Config
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _parse(self, cfg: Any, prefix: str = "") -> None:
+        self._prefix = prefix
+        super()._parse(cfg, prefix)
+
+    def key(self, field: str) -> str:
+        """Dotted config key of one of this module's fields, for error messages."""
+        return config_key(getattr(self, "_prefix", ""), field)
+
+    def configure(self) -> None:
+        self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
+        self._frozen_device = torch.device("cpu")
+        self._frozen_dtype = load_dtype(self.cfg.half_precision_weights)
+        self._offloaded: List[nn.Module] = []
+        self._check_step_range()
+        path = self.cfg.pretrained_model_name_or_path
+        self.models = FrozenModels(
+            unet=self.load_unet(path, "pretrained_model_name_or_path"),
+            vae=self.load_vae(path, "pretrained_model_name_or_path"),
+            scheduler=self.load_scheduler(path, "pretrained_model_name_or_path"),
+        )
+        self.schedule = NoiseSchedule(self.models.scheduler, self.key("pretrained_model_name_or_path"))
+        self.vae_scale_factor = 2 ** (len(self.models.vae.config.block_out_channels) - 1)
+        self.image_size = self.cfg.image_size or self.models.unet.config.sample_size * self.vae_scale_factor
+        if self.image_size % self.vae_scale_factor:
+            raise ConfigError(
+                f"{self.key('image_size')}: {self.image_size} is not a multiple of the VAE's downscale factor "
+                f"{self.vae_scale_factor}"
+            )
+        self.update_step(0, 0)
+
+    def load_unet(self, path: str, field: str) -> nn.Module:
+        """Load, freeze and apply the memory options to the UNet of ``path``."""
+        from diffusers import UNet2DConditionModel
+
+        unet = load_component(
+            UNet2DConditionModel, path, "unet", self.key(field), torch_dtype=self._frozen_dtype
+        )
+        freeze(unet)
+        if self.cfg.enable_attention_slicing:
+            unet.set_attention_slice("auto")
+        if self.cfg.enable_channels_last_format:
+            unet.to(memory_format=torch.channels_last)
+        return unet
+
+    def load_vae(self, path: str, field: str) -> nn.Module:
+        """Load and freeze the VAE of ``path``."""
+        from diffusers import AutoencoderKL
+
+        return freeze(load_component(AutoencoderKL, path, "vae", self.key(field), torch_dtype=self._frozen_dtype))
+
+    def load_scheduler(self, path: str, field: str) -> Any:
+        """The DDPM scheduler of ``path`` (its betas, timestep count and prediction type)."""
+        from diffusers import DDPMScheduler
+
+        return load_component(DDPMScheduler, path, "scheduler", self.key(field))
+
+    def _check_step_range(self) -> None:
+        for field in ("min_step_percent", "max_step_percent"):
+            for _, v in getattr(self.cfg, field).points:
+                if not 0.0 <= v <= 1.0:
+                    raise ConfigError(f"{self.key(field)}: {v} is outside [0, 1]; give a fraction of the timesteps")
+
+    # --------------------------------------------------------------------------------------- device, dtype
+    def frozen_modules(self) -> List[nn.Module]:
+        """Every frozen model this guidance holds outside its module tree (subclasses add theirs)."""
+        return [self.models.unet, self.models.vae]
+
+    def offloadable_modules(self) -> List[nn.Module]:
+        """Frozen models that may be CPU-offloaded (no trainable weight inside)."""
+        return self.frozen_modules()
+
+    def trainable_in_frozen(self) -> List[nn.Parameter]:
+        """Trainable parameters living inside frozen models (they keep fp32 when the models are cast)."""
+        return []
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        super()._apply(fn, recurse)
+        if "_device_marker" in self._buffers and hasattr(self, "models"):  # after configure
+            self._sync_frozen(self._device_marker.device)
+        return self
+
+    def _sync_frozen(self, device: torch.device) -> None:
+        """Move the frozen models to ``device`` in their dtype for it, if they are not there yet."""
+        dtype = frozen_weights_dtype(self.cfg.half_precision_weights, device)
+        if device == self._frozen_device and dtype == self._frozen_dtype:
+            return
+        modules = unique(self.frozen_modules())
+        if self.cfg.enable_sequential_cpu_offload and device.type == "cuda":
+            from accelerate import cpu_offload
+
+            for m in unique(self.offloadable_modules()):
+                if all(m is not o for o in self._offloaded):
+                    place_frozen([m], torch.device("cpu"), dtype)
+                    cpu_offload(m, execution_device=device)
+                    self._offloaded.append(m)
+            modules = [m for m in modules if all(m is not o for o in self._offloaded)]
+        place_frozen(modules, device, dtype, keep=self.trainable_in_frozen())
+        self._frozen_device, self._frozen_dtype = device, dtype
+
+    def _ensure_device(self, device: torch.device) -> None:
+        if self._device_marker.device != device:
+            self.to(device)
+        else:
+            self._sync_frozen(device)
+
+    # ----------------------------------------------------------------------------------------- schedules
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        """Evaluate the timestep range and gradient clip for ``global_step``."""
+        min_p = self.cfg.min_step_percent(global_step)
+        max_p = self.cfg.max_step_percent(global_step)
+        if self.cfg.sqrt_anneal:
+            progress = min(max(global_step, 0) / max(self.cfg.trainer_max_steps, 1), 1.0) ** 0.5
+            start = self.cfg.max_step_percent.points[0][1]
+            min_p = max_p = (start - min_p) * (1.0 - progress) + min_p
+        n = self.schedule.num_train_timesteps
+        self.min_step = min(int(n * min_p), n - 1)
+        self.max_step = min(int(n * max_p), n - 1)
+        if self.min_step > self.max_step:
+            raise ConfigError(
+                f"{self.key('min_step_percent')}: {min_p} is above max_step_percent {max_p} at step {global_step}"
+            )
+        self.grad_clip_val = self.cfg.grad_clip(global_step) if self.cfg.grad_clip is not None else None
+
+    def sample_timesteps(self, batch_size: int, device: torch.device) -> Tensor:
+        """(B,) integer timesteps, uniform in ``[min_step, max_step]``, one per sample."""
+        return torch.randint(self.min_step, self.max_step + 1, (batch_size,), device=device, dtype=torch.long)
+
+    # ---------------------------------------------------------------------------------------- encoding
+    def encode_images(self, imgs: Tensor) -> Tensor:
+        """VAE latents (B, 4, h, w), fp32, of images (B, 3, H, W) in [0, 1]: a posterior sample times scaling_factor."""
+        vae = self.models.vae
+        posterior = vae.encode((imgs * 2.0 - 1.0).to(next(vae.parameters()).dtype)).latent_dist
+        return (posterior.sample() * vae.config.scaling_factor).to(torch.float32)
+
+    def prepare_latents(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
+        """Latents at the UNet's working size from renders (B, H, W, 3) or, with ``rgb_as_latents``, latents (B, 4, h, w)."""
+        if rgb_as_latents:
+            size = self.image_size // self.vae_scale_factor
+            latents = rgb.to(torch.float32)
+            if latents.shape[-2:] != (size, size):
+                latents = F.interpolate(latents, (size, size), mode="bilinear", align_corners=False)
+            return latents
+        imgs = rgb.permute(0, 3, 1, 2).to(torch.float32)
+        if imgs.shape[-2:] != (self.image_size, self.image_size):
+            imgs = F.interpolate(imgs, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return self.encode_images(imgs)
+
+    # ------------------------------------------------------------------------------------------ UNet calls
+    @staticmethod
+    def run_unet(
+        unet: nn.Module, x: Tensor, t: Tensor, text_embeddings: Tensor, class_labels: Optional[Tensor] = None
+    ) -> Tensor:
+        """Raw UNet output in fp32; inputs cast to the UNet's dtype (camera labels stay fp32 for the fp32 embedding)."""
+        dtype = next(unet.parameters()).dtype  # conv_in's; ModelMixin.dtype walks every module (ms per call)
+        out = unet(x.to(dtype), t, encoder_hidden_states=text_embeddings.to(dtype), class_labels=class_labels)
+        return out.sample.to(torch.float32)
+
+    def pretrained_context(self) -> ContextManager:
+        """Context for calls of the pretrained UNet (VSD's shared mode switches the LoRA off in it)."""
+        return contextlib.nullcontext()
+
+    def guided_eps(self, noisy_latents: Tensor, t: Tensor, text_embeddings: Tensor) -> Tensor:
+        """Classifier-free-guided noise prediction of the pretrained model; ``text_embeddings`` is [cond; uncond]."""
+        with self.pretrained_context():
+            out = self.run_unet(
+                self.models.unet, torch.cat([noisy_latents] * 2), torch.cat([t] * 2), text_embeddings
+            )
+        eps = self.schedule.to_eps(out, torch.cat([noisy_latents] * 2), torch.cat([t] * 2))
+        eps_text, eps_uncond = eps.chunk(2)
+        return classifier_free_guidance(eps_text, eps_uncond, self.cfg.guidance_scale)
+
+    # ------------------------------------------------------------------------------------------- the step
+    def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
+        """What is subtracted from ``eps_cfg`` (no grad), and extra outputs (e.g. ``loss_lora``)."""
+        raise NotImplementedError
+
+    def reparameterised_loss(self, latents: Tensor, grad: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after ``nan_to_num`` and the scheduled clipping of ``grad``."""
+        grad = torch.nan_to_num(grad)
+        if self.grad_clip_val is not None:
+            grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
+        target = (latents - grad).detach()
+        loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
+        return loss, grad
+
+    def forward(
+        self,
+        rgb: Tensor,
+        prompt_utils: Any,
+        elevation: Tensor,
+        azimuth: Tensor,
+        camera_distances: Tensor,
+        c2w: Optional[Tensor] = None,
+        mvp_mtx: Optional[Tensor] = None,
+        rgb_as_latents: bool = False,
+        t: Optional[Tensor] = None,
+        noise: Optional[Tensor] = None,
+        **kwargs: Any,
+    ) -> Dict[str, Any]:
+        """One guidance step. Returns ``loss_<name>``, ``grad_norm``, ``min_step``, ``max_step`` (+ subclass extras).
+
+        ``t`` (B,) and ``noise`` (B, 4, h, w) fix the draws (tests, toy studies); other keyword arguments of the
+        system's batch are accepted and ignored unless the subclass uses them (VSD: ``lora_scale``).
+        """
+        self._ensure_device(rgb.device)
+        latents = self.prepare_latents(rgb, rgb_as_latents)
+        batch_size = latents.shape[0]
+        if t is None:
+            t = self.sample_timesteps(batch_size, latents.device)
+        if noise is None:
+            noise = torch.randn_like(latents)
+        t = t.to(latents.device).long()
+        noisy = self.schedule.add_noise(latents.detach(), noise, t)
+        text = prompt_utils.get_text_embeddings(
+            elevation, azimuth, camera_distances, view_dependent_prompting=self.cfg.view_dependent_prompting
+        )
+        with torch.no_grad():
+            eps_cfg = self.guided_eps(noisy, t, text)
+        step = DistillationStep(
+            latents, noisy, t, noise, prompt_utils, elevation, azimuth, camera_distances, c2w, mvp_mtx
+        )
+        baseline, extra = self.baseline(step, **kwargs)
+        grad = self.schedule.weight(t, self.cfg.weighting_strategy, latents.ndim) * (eps_cfg - baseline)
+        loss, grad = self.reparameterised_loss(latents, grad)
+        return {
+            f"loss_{self.loss_name}": loss,
+            **extra,
+            "grad_norm": grad.norm(),
+            "min_step": self.min_step,
+            "max_step": self.max_step,
+        }

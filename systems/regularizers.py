@@ -1,0 +1,48 @@
+"""Regularisers of rendered radiance fields, written once for every 3D system (threestudio's definitions).
+
+Each takes the renderer's output dict. Shapes: ``opacity`` (B, H, W, 1); ``weights`` and ``normal`` per sample.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def sparsity(out: Dict[str, Tensor]) -> Tensor:
+    """Penalise accumulated opacity: mean of sqrt(opacity^2 + 0.01) (a smooth L1)."""
+    return (out["opacity"] ** 2 + 0.01).sqrt().mean()
+
+
+def opaque(out: Dict[str, Tensor]) -> Tensor:
+    """Push opacity to 0 or 1: the binary entropy of the clamped opacity."""
+    o = out["opacity"].clamp(1.0e-3, 1.0 - 1.0e-3)
+    return F.binary_cross_entropy(o, o)
+
+
+def z_variance(out: Dict[str, Tensor]) -> Tensor:
+    """Variance of depth along rays that are mostly opaque: encourages thin surfaces."""
+    mask = out["opacity"] > 0.5
+    if not mask.any():
+        return out["z_variance"].sum() * 0.0
+    return out["z_variance"][mask].mean()
+
+
+def orient(out: Dict[str, Tensor]) -> Tensor:
+    """Penalise normals facing away from the camera (DreamFusion's orientation loss).
+
+    Needs per-sample ``normal``, ``weights`` and ``t_dirs`` (ray directions of the samples), which the renderer returns
+    when the geometry computes normals.
+    """
+    if "normal" not in out:
+        raise ValueError(
+            "the orient loss needs normals: set system.geometry.normal_type (e.g. analytic) or lambda_orient=0"
+        )
+    dot = (out["normal"] * out["t_dirs"]).sum(-1, keepdim=True)
+    return (out["weights"].detach() * dot.clamp_min(0.0) ** 2).sum() / (out["opacity"] > 0).sum().clamp_min(1)
+
+
+REGULARIZERS = {"sparsity": sparsity, "opaque": opaque, "z_variance": z_variance, "orient": orient}
