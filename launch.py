@@ -4,6 +4,10 @@
 Exactly one of --train, --validate, --test, --export. Remaining ``key=value`` arguments override the config
 (``system.prompt_processor.prompt="a hamburger"``). ``resume=<ckpt>`` continues a run, or names the checkpoint that
 --validate/--test/--export use. Errors a user can cause are printed as one line (``--debug`` shows tracebacks).
+
+Exit status: 0 done; 2 an error a user can cause (a bad input, a full disk, a run stopped by NaN/Inf), one line on
+stderr; 130 / 143 (128 + the signal) training stopped by SIGINT / SIGTERM after saving the last finished step to
+``<trial>/ckpts/interrupted-step=<N>.ckpt`` and ``last.ckpt`` (continue with ``resume=<that file>``).
 """
 
 from __future__ import annotations
@@ -115,6 +119,8 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     from framework.experiment import load_experiment, trial_dir
     from framework.utils.checkpoint import check_system, load_checkpoint
     from framework.utils.seeding import seed_all
+    from systems.fault_tolerance import InterruptCheckpoint
+    from systems.preflight import build_lightning, check_argument_types, check_output_space, check_resume
 
     mode = next((m for m in MODES if getattr(args, m)), None)
     if args.config is None or mode is None:
@@ -126,8 +132,10 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
         "%Y%m%d-%H%M%S"
     )
 
+    resume_data = None
     if exp.resume:
-        check_system(load_checkpoint(exp.resume, "resume"), exp.system_type, exp.resume)
+        resume_data = load_checkpoint(exp.resume, "resume")
+        check_system(resume_data, exp.system_type, exp.resume)
     elif mode in ("test", "export", "validate") and rank_zero():
         print(f"warning: --{mode} without resume=<ckpt>: using freshly initialised weights", file=sys.stderr)
 
@@ -148,9 +156,48 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     seed_all(exp.seed + rank)
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
     system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
+    if resume_data is not None:
+        check_resume(system, resume_data, exp.resume, mode)  # what Lightning would fail on with a traceback
+        resume_data = None
 
     trial = trial_dir(exp)
+    trainer = interrupt = None
+    if mode != "export":  # built before the trial folder: Lightning's checks of the values leave nothing behind
+        def source(key: str) -> str:  # where a trainer/checkpoint value came from, for messages
+            given = [e.split("=", 1)[0].lstrip("+") for e in extras]
+            return f"the command-line override '{key}=...'" if key in given else str(config_path)
+
+        check_argument_types(pl.Trainer.__init__, exp.trainer, "trainer", source)
+        check_argument_types(ModelCheckpoint.__init__, exp.checkpoint, "checkpoint", source)
+        interrupt = InterruptCheckpoint(trial / "ckpts")
+        checkpoints = build_lightning(
+            "checkpoint",
+            lambda: ModelCheckpoint(dirpath=str(trial / "ckpts"), **exp.checkpoint),
+            exp.checkpoint,
+        )
+        loggers = [
+            TensorBoardLogger(str(trial), name="tb_logs", version=""),
+            CSVLogger(str(trial), name="csv_logs", version=""),
+        ]
+        trainer = build_lightning(
+            "trainer",
+            lambda: pl.Trainer(
+                accelerator=accelerator,
+                devices=n_dev,
+                strategy=strategy,
+                callbacks=[checkpoints, interrupt] if mode == "train" else [],
+                logger=loggers,
+                default_root_dir=str(trial),
+                use_distributed_sampler=False,
+                # analytic normals need autograd in validation and test (threestudio does the same)
+                **{"inference_mode": False, **exp.trainer},
+            ),
+            exp.trainer,
+        )
+    if mode == "train":
+        system.configure_optimizers()  # optimizer and scheduler arguments fail here, not at the first step
     if rank_zero():
+        check_output_space(trial, system, checkpoints=2 if mode == "train" else 0)
         make_trial_dir(trial, cfg, config_path, argv)
     system.set_save_dir(trial / "save")
 
@@ -161,24 +208,10 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
             print(f"exported {path}")
         return 0
 
-    callbacks = [ModelCheckpoint(dirpath=str(trial / "ckpts"), **exp.checkpoint)] if mode == "train" else []
-    loggers = [
-        TensorBoardLogger(str(trial), name="tb_logs", version=""),
-        CSVLogger(str(trial), name="csv_logs", version=""),
-    ]
-    trainer_kwargs = dict(exp.trainer)
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=n_dev,
-        strategy=strategy,
-        callbacks=callbacks,
-        logger=loggers,
-        default_root_dir=str(trial),
-        use_distributed_sampler=False,
-        **trainer_kwargs,
-    )
     if mode == "train":
-        trainer.fit(system, datamodule=datamodule, ckpt_path=exp.resume, weights_only=True)
+        code = fit(trainer, system, datamodule, exp.resume, interrupt, trial)
+        if code is not None:
+            return code
         trainer.test(system, datamodule=datamodule)
     elif mode == "validate":
         trainer.validate(system, datamodule=datamodule, ckpt_path=exp.resume, weights_only=True)
@@ -189,11 +222,52 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     return 0
 
 
+def fit(trainer, system, datamodule, resume: Optional[str], interrupt, trial: Path) -> Optional[int]:
+    """``trainer.fit``; a run stopped by SIGINT/SIGTERM returns its exit status (128 + signal), else None."""
+    import errno
+    import signal
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from framework.errors import UserError
+    from systems.fault_tolerance import TrainingInterrupted, exit_status
+
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    except TrainingInterrupted as e:
+        if rank_zero():
+            print(e, file=sys.stderr)
+        return e.exit_status
+    except SIGTERMException:  # Lightning's handler, while the fit was set up (sanity check): nothing to save
+        if rank_zero():
+            print("interrupted by SIGTERM before training began; nothing was saved", file=sys.stderr)
+        return exit_status(signal.SIGTERM)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise UserError(
+                f"cannot write to the trial folder {trial} at step {trainer.global_step} ({e.strerror}); "
+                "the checkpoints written before are kept"
+            ) from None
+        raise
+    if interrupt.signum is not None:  # arrived after the last step: training is complete, --test is skipped
+        if rank_zero():
+            name = signal.Signals(interrupt.signum).name
+            ckpts = trial / "ckpts"
+            print(f"{name} received after the last training step; checkpoints are in {ckpts}", file=sys.stderr)
+        return exit_status(interrupt.signum)
+    return None
+
+
 def describe(kind: str, name: str) -> int:
     from framework import registry
     from framework.config import describe as describe_config
+    from framework.errors import UserError
 
     import_modules()
+    if kind not in registry.KINDS:
+        match = difflib.get_close_matches(kind, list(registry.KINDS), n=1)
+        hint = f" (did you mean {match[0]}?)" if match else ""
+        raise UserError(f"--describe: unknown kind '{kind}'{hint}; kinds: {', '.join(registry.KINDS)}")
     cls = registry.find(kind, name)
     print(f"{kind} '{name}' ({cls.__module__}.{cls.__qualname__})")
     print(describe_config(cls.Config))
@@ -226,6 +300,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside training (while loading, building, exporting): nothing to save
+        if args.debug:
+            raise
+        print("interrupted by SIGINT outside training; nothing was saved", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-from systems import base, dreamfusion, image_fitting, prolificdreamer  # noqa: F401
+from systems import base, dreamfusion, image_fitting, prolificdreamer, text_to_image  # noqa: F401

@@ -3,8 +3,8 @@
 It owns what all systems share, written once: building modules from the registry in one place, the loss
 bookkeeping (``loss_<x>`` weighted by the schedule ``lambda_<x>``, checked at the first step), one optimizer with
 parameter groups, explicit per-step updates of its children, exact resume (randomness derived from the step),
-checkpoints with trainable state only, and the validation / test / export outputs (image grids, an orbit video,
-exported files).
+steps skipped when a loss or gradient is NaN/Inf (``systems/fault_tolerance.py``), checkpoints with finite trainable
+state only, and the validation / test / export outputs (image grids, an orbit video, exported files).
 
 A system implements ``configure`` (build modules with ``self.build``), ``training_losses(batch)`` (a dict whose
 ``loss_*`` entries are weighted and summed; other scalar entries are logged), ``validation_panels(batch)`` (the
@@ -25,9 +25,10 @@ from framework import registry
 from framework.config import parse_structured
 from framework.errors import ConfigError
 from framework.schedule import Schedule
-from framework.utils.checkpoint import check_system, load_checkpoint, load_state_into, state_dict_of
+from framework.utils.checkpoint import check_finite, check_system, load_checkpoint, load_state_into, state_dict_of
 from framework.utils.saving import Panel, Saver
 from framework.utils.seeding import derived_seed, seed_all
+from systems.fault_tolerance import NonFiniteGuard, check_max_nonfinite_steps, check_savable
 from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 
 
@@ -48,6 +49,8 @@ class BaseSystem(pl.LightningModule):
         """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
         exporter: Any = field(default_factory=dict)
         """Config of the exporter."""
+        max_nonfinite_steps: int = 5
+        """A step with a NaN/Inf loss or gradient is skipped (no update, still counted); this many in a row stop."""
 
     cfg: Any
 
@@ -55,6 +58,8 @@ class BaseSystem(pl.LightningModule):
         super().__init__()
         self.cfg = parse_structured(self.Config, cfg, "system")
         self.seed = seed
+        check_max_nonfinite_steps(self.cfg.max_nonfinite_steps)
+        self.nonfinite = NonFiniteGuard(self.cfg.max_nonfinite_steps)
         self._stepped: List[Any] = []
         self._save_dir: Optional[Path] = None
         self.saver = Saver(None)
@@ -148,12 +153,15 @@ class BaseSystem(pl.LightningModule):
             self._check_losses(list(losses))
         step = self.global_step
         total: Any = 0.0
+        weighted = {}
         for name, value in losses.items():
             weight = self.cfg.loss[f"lambda_{name}"](step)
             self.log(f"train/loss_{name}", value.detach(), prog_bar=weight != 0.0)
             self.log(f"train/lambda_{name}", weight)
             if weight != 0.0:
                 total = total + weight * value
+                weighted[name] = value
+        self.nonfinite.note_losses(weighted)
         for key, value in out.items():
             if not key.startswith("loss_") and _is_scalar(value):
                 self.log(f"train/{key}", value.detach() if torch.is_tensor(value) else float(value))
@@ -164,14 +172,26 @@ class BaseSystem(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self, self.cfg.optimizer)
-        scheduler = build_scheduler(optimizer, self.cfg.scheduler)
+        try:  # torch checks argument values (lr >= 0, betas in [0, 1)) with ValueError
+            optimizer = build_optimizer(self, self.cfg.optimizer)
+        except ValueError as e:
+            raise ConfigError(f"config error: system.optimizer.args: {e}") from None
+        try:
+            scheduler = build_scheduler(optimizer, self.cfg.scheduler)
+        except ValueError as e:
+            raise ConfigError(f"config error: system.scheduler.args: {e}") from None
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Step, or skip a step whose loss or gradient is NaN/Inf (see systems/fault_tolerance.py)."""
+        self.nonfinite.optimizer_step(self, optimizer, optimizer_closure)
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        check_savable(checkpoint, int(self.global_step))
+        checkpoint["fault_tolerance"] = {"nonfinite_streak": self.nonfinite.streak}
         checkpoint["framework"] = {
             "system_type": getattr(type(self), "registered_name", type(self).__name__),
             "global_step": int(self.global_step),
@@ -180,12 +200,15 @@ class BaseSystem(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         check_system(checkpoint, getattr(type(self), "registered_name", type(self).__name__), "(checkpoint)")
         self._loaded_step = int(checkpoint.get("global_step", 0))
+        self.nonfinite.streak = int((checkpoint.get("fault_tolerance") or {}).get("nonfinite_streak", 0))
 
     def load_weights(self, path: str, ignore_modules: Optional[List[str]] = None) -> int:
         """Load the system weights of a checkpoint (no optimizer state); returns the checkpoint's step."""
         data = load_checkpoint(path, "system.weights")
         check_system(data, getattr(type(self), "registered_name", type(self).__name__), path)
-        load_state_into(self, state_dict_of(data, path), path, ignore_modules)
+        state = state_dict_of(data, path)
+        check_finite(state, path, "system.weights")
+        load_state_into(self, state, path, ignore_modules)
         return int(data.get("global_step", 0))
 
     def load_for_eval(self, path: str) -> None:

@@ -15,7 +15,9 @@ FRONT, SIDE = 1, 0  # direction indices of the prompt processor (side, front, ba
 
 def cameras():
     """Two cameras: a front view and a side view (azimuth 0 and 120 degrees)."""
-    return dict(elevation=torch.tensor([10.0, 20.0]), azimuth=torch.tensor([0.0, 120.0]), camera_distances=torch.ones(2))
+    return dict(
+        elevation=torch.tensor([10.0, 20.0]), azimuth=torch.tensor([0.0, 120.0]), camera_distances=torch.ones(2)
+    )
 
 
 def hand_eps(unet, sched, x_t, t, text):
@@ -87,9 +89,8 @@ def test_inputs_are_resized_to_the_working_size(tiny_sd):
     torch.manual_seed(4)
     torch.testing.assert_close(latents, g.encode_images(small))
     lat8 = torch.randn(1, 4, 8, 8)
-    torch.testing.assert_close(
-        g.prepare_latents(lat8, rgb_as_latents=True), F.interpolate(lat8, (16, 16), mode="bilinear", align_corners=False)
-    )
+    expected = F.interpolate(lat8, (16, 16), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(g.prepare_latents(lat8, rgb_as_latents=True), expected)
 
 
 def test_gradient_reaches_renders_and_is_seeded(tiny_sd, tiny_prompt_utils):
@@ -157,7 +158,9 @@ def test_text_to_image_call_without_cameras(tiny_sd, tiny_prompt_utils):
     g = SDS({"pretrained_model_name_or_path": tiny_sd, "view_dependent_prompting": False, "guidance_scale": 1.0})
     latents = torch.randn(1, 4, 16, 16, requires_grad=True)
     t, noise = torch.tensor([400]), torch.randn(1, 4, 16, 16)
-    zeros = dict(elevation=torch.zeros(1), azimuth=torch.zeros(1), camera_distances=torch.zeros(1), c2w=torch.eye(4)[None])
+    zeros = dict(
+        elevation=torch.zeros(1), azimuth=torch.zeros(1), camera_distances=torch.zeros(1), c2w=torch.eye(4)[None]
+    )
     g(latents, tiny_prompt_utils, **zeros, rgb_as_latents=True, t=t, noise=noise)["loss_sds"].backward()
     unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet")
     sched = DDPMScheduler.from_pretrained(tiny_sd, subfolder="scheduler")

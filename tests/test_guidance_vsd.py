@@ -79,9 +79,8 @@ def test_vsd_gradient_equals_hand_computation(lora_model, extra, request, tiny_s
     lora_sched = DDPMScheduler.from_pretrained(lora_path, subfolder="scheduler")
     if extra.get("camera_condition_type") == "spherical":
         el, az, d = cams["elevation"], cams["azimuth"], cams["camera_distances"]
-        cam = torch.tensor(
-            [[math.radians(el[i]), math.sin(math.radians(az[i])), math.cos(math.radians(az[i])), d[i]] for i in range(2)]
-        )
+        rad = [math.radians(a) for a in az.tolist()]
+        cam = torch.tensor([[math.radians(el[i]), math.sin(rad[i]), math.cos(rad[i]), d[i]] for i in range(2)])
     else:
         cam = c2w.reshape(2, 16)
     with torch.no_grad():
@@ -297,7 +296,8 @@ def test_train_on_estimate_latents(tiny_sd, tiny_prompt_utils):
         grads.append(x.grad)
         if guidance is g:
             text = tiny_prompt_utils.text_embeddings.expand(2, -1, -1)
-            expected = g.lora_training_loss(latents, text, c2w.reshape(2, 16), t, noise, torch.ones(2, dtype=torch.bool))
+            keep = torch.ones(2, dtype=torch.bool)
+            expected = g.lora_training_loss(latents, text, c2w.reshape(2, 16), t, noise, keep)
             assert out["loss_lora"].item() == pytest.approx(expected.item(), rel=1e-6)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)  # the same eps_phi
 

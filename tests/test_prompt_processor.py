@@ -35,7 +35,8 @@ def test_embeddings_and_stacking_order(tiny_sd, tiny_prompt_utils):
         "a photo of a cat, back view",
         "a photo of a cat, overhead view",
     ]
-    hand = hand_embeddings(tiny_sd, ["a photo of a cat", "", "a photo of a cat, front view", "a photo of a cat, back view"])
+    prompts = ["a photo of a cat", "", "a photo of a cat, front view", "a photo of a cat, back view"]
+    hand = hand_embeddings(tiny_sd, prompts)
     torch.testing.assert_close(pu.text_embeddings[0], hand[0])
     torch.testing.assert_close(pu.uncond_text_embeddings[0], hand[1])
     torch.testing.assert_close(pu.text_embeddings_vd[FRONT], hand[2])

@@ -92,7 +92,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
-        """Classifier-free guidance scale s in eps_uncond + s (eps_text - eps_uncond) (threestudio's SDS s is s + 1 here)."""
+        """CFG scale s in eps_uncond + s (eps_text - eps_uncond); threestudio's SDS guidance_scale s' is s = s' + 1."""
         min_step_percent: Schedule = 0.02
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
         max_step_percent: Schedule = 0.98
@@ -106,7 +106,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         grad_clip: Optional[Schedule] = None
         """Clamp the latent gradient to [-v, v] (number or schedule); null: no clipping."""
         image_size: Optional[int] = None
-        """Renders are resized to this square size before VAE encoding; null: the UNet's native size (512 for SD 2.1-base)."""
+        """Square size renders are resized to before VAE encoding; null: the UNet's native size (SD 2.1-base: 512)."""
         view_dependent_prompting: bool = True
         """Use the prompt processor's view-dependent text (front/side/back/overhead) for the pretrained model."""
         half_precision_weights: bool = True
@@ -256,7 +256,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         return (posterior.sample() * vae.config.scaling_factor).to(torch.float32)
 
     def prepare_latents(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
-        """Latents at the UNet's working size from renders (B, H, W, 3) or, with ``rgb_as_latents``, latents (B, 4, h, w)."""
+        """Latents at the UNet's working size from renders (B, H, W, 3), or from latents (B, 4, h, w)."""
         if rgb_as_latents:
             size = self.image_size // self.vae_scale_factor
             latents = rgb.to(torch.float32)

@@ -93,7 +93,8 @@ class NoiseSchedule:
     def weight(self, t: Tensor, strategy: WeightingStrategy, ndim: int) -> Tensor:
         """Score-distillation weight ``w(t)`` shaped (B, 1, ..., 1).
 
-        ``sds``: ``1 - alpha_bar_t`` (DreamFusion); ``uniform``: 1; ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``.
+        ``sds``: ``1 - alpha_bar_t`` (DreamFusion); ``uniform``: 1;
+        ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``.
         """
         ab = self.alpha_bar(t)
         if strategy == "sds":

@@ -96,11 +96,6 @@ def place_frozen(
                     mod._buffers[name] = b.to(dtype)
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Device of a model's first parameter."""
-    return next(model.parameters()).device
-
-
 def unique(models: Iterable[nn.Module]) -> List[nn.Module]:
     """``models`` without repeats (one shared UNet counted once), in order."""
     out: List[nn.Module] = []

@@ -155,7 +155,9 @@ class LoraWeights(nn.Module):
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             what = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
-            raise CheckpointError(f"LoRA weights '{path}' do not fit this UNet ({what}); was it made for another model?")
+            raise CheckpointError(
+                f"LoRA weights '{path}' do not fit this UNet ({what}); was it made for another model?"
+            )
         for key, pair in self.layers.items():
             name = key.replace("-", ".")
             for part in ("lora_A", "lora_B"):
@@ -178,7 +180,9 @@ def _check_metadata(path: Path, meta: Dict, config) -> None:
     for field, value, key in wants:
         got = meta.get(f"{PREFIX}.{field}")
         if got is not None and float(got) != float(value):
-            raise ConfigError(f"{key}: is {value} but the LoRA weights '{path}' were trained with {got}; set {key}: {got}")
+            raise ConfigError(
+                f"{key}: is {value} but the LoRA weights '{path}' were trained with {got}; set {key}: {got}"
+            )
     got_targets = meta.get(f"{PREFIX}.target_modules")
     if got_targets is not None and set(got_targets) != set(config.target_modules):
         raise ConfigError(

@@ -71,15 +71,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
         pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
-        """Hub id or local diffusers folder of the LoRA model's base UNet (may predict v while the pretrained predicts eps)."""
+        """Hub id or local diffusers folder of the LoRA model's base UNet (may predict v, the pretrained eps)."""
         share_unet: bool = True
-        """When both model paths are equal, use one UNet for both branches (saves a UNet of memory); false: two copies."""
+        """One UNet for both branches when the two model paths are equal (saves a UNet); false: two copies."""
         guidance_scale: float = 7.5
         """Classifier-free guidance scale of the pretrained model (diffusers convention)."""
         guidance_scale_lora: float = 1.0
         """Camera CFG of the LoRA model, eps_nocam + s (eps_cam - eps_nocam); 1.0 runs the camera branch only."""
         lora_scale: float = 1.0
-        """Strength of the LoRA update in every LoRA-model call: 0 is exactly the base UNet, 1 full (per call: lora_scale=)."""
+        """LoRA strength in every LoRA-model call: 0 is exactly the base UNet, 1 full; also per call (lora_scale=)."""
         lora_rank: int = 4
         """LoRA rank r."""
         lora_alpha: float = 4.0
@@ -89,17 +89,17 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         lora_weights_path: Optional[str] = None
         """Folder written by save_lora to start the LoRA and camera embedding from; null: fresh (B = 0)."""
         lora_cfg_training: bool = True
-        """Drop the camera condition per sample during LoRA training (teaches the no-camera prediction for camera CFG)."""
+        """Drop the camera condition per sample in LoRA training (teaches the no-camera prediction for camera CFG)."""
         lora_camera_dropout: float = 0.1
         """Per-sample probability of zeroing the camera condition when lora_cfg_training."""
         lora_n_timestamp_samples: int = 1
         """Timesteps drawn per latent for the LoRA loss."""
         lora_train_on_estimate: bool = False
-        """Train the LoRA on the estimate's x_t and t, so one LoRA forward serves both (t limited to [min, max] step)."""
+        """Train the LoRA on the estimate's x_t and t: one LoRA forward serves both (t then in [min, max] step)."""
         camera_condition_type: CameraConditionType = "extrinsics"
-        """Camera condition of the LoRA model: extrinsics (c2w), mvp, or spherical (elevation, sin/cos azimuth, distance)."""
+        """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
-        """Zero the camera embedding's last layer so eps_phi starts exactly as its base UNet; false: PyTorch init as threestudio."""
+        """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
 
     cfg: Config
 
@@ -111,7 +111,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
             raise ConfigError(f"{self.key('lora_n_timestamp_samples')}: must be at least 1")
         if not 0.0 <= cfg.lora_camera_dropout <= 1.0:
             raise ConfigError(f"{self.key('lora_camera_dropout')}: {cfg.lora_camera_dropout} is not a probability")
-        shared = cfg.share_unet and _same_model(cfg.pretrained_model_name_or_path, cfg.pretrained_model_name_or_path_lora)
+        paths = cfg.pretrained_model_name_or_path, cfg.pretrained_model_name_or_path_lora
+        shared = cfg.share_unet and _same_model(*paths)
         if shared:
             self.lora_model = LoraModel(self.models.unet, self.models.scheduler, shared=True)
         else:
@@ -267,7 +268,9 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         from safetensors.torch import save_file
 
         path = self.lora.save(directory)
-        state = {k: v.detach().to(torch.float32).cpu().contiguous() for k, v in self.camera_embedding.state_dict().items()}
+        state = {
+            k: v.detach().to(torch.float32).cpu().contiguous() for k, v in self.camera_embedding.state_dict().items()
+        }
         save_file(
             state,
             str(Path(directory) / CAMERA_EMBEDDING_FILE),

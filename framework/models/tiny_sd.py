@@ -103,9 +103,7 @@ def clip_bpe_path() -> Path:
 
 def _bytes_to_unicode() -> Dict[int, str]:
     """GPT-2/CLIP byte-level alphabet: printable Latin-1 bytes map to themselves, the rest to code points 256+n."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    )
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):
@@ -132,7 +130,8 @@ def build_clip_tokenizer(out_dir: str | os.PathLike) -> Path:
     vocab, merges = clip_vocab_and_merges(clip_bpe_path())
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
-    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "!"}
+    eot = "<|endoftext|>"
+    special = {"bos_token": "<|startoftext|>", "eos_token": eot, "unk_token": eot, "pad_token": "!"}
     config = dict(special, do_lower_case=True, errors="replace", model_max_length=77, tokenizer_class="CLIPTokenizer")
     (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -67,7 +67,8 @@ def view_directions(
         Direction(
             "back",
             text("back view", "backside view"),
-            lambda e, a, d: (shift_azimuth_deg(a) > 180 - back_threshold) | (shift_azimuth_deg(a) < -180 + back_threshold),
+            lambda e, a, d: (shift_azimuth_deg(a) > 180 - back_threshold)
+            | (shift_azimuth_deg(a) < -180 + back_threshold),
         ),
         Direction("overhead", text("overhead view", "overhead view"), lambda e, a, d: e > overhead_threshold),
     ]
@@ -103,10 +104,8 @@ class PromptProcessorOutput:
     def _tensors(self, device: torch.device) -> Dict[str, Tensor]:
         key = str(device)
         if key not in self._on_device:
-            self._on_device[key] = {
-                name: getattr(self, name).to(device)
-                for name in ("text_embeddings", "uncond_text_embeddings", "text_embeddings_vd", "uncond_text_embeddings_vd")
-            }
+            names = ("text_embeddings", "uncond_text_embeddings", "text_embeddings_vd", "uncond_text_embeddings_vd")
+            self._on_device[key] = {name: getattr(self, name).to(device) for name in names}
         return self._on_device[key]
 
     def direction_index(self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor) -> Tensor:

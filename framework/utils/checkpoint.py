@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
@@ -20,15 +21,26 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Dict[str, Any
     if p.is_dir():
         raise CheckpointError(f"{what} '{path}' is a folder; give the .ckpt file inside it (e.g. {p / 'last.ckpt'})")
     try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{what} '{path}' cannot be read: {e.strerror or e}") from None
+    if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip archive (or, long ago, a pickle)
+        shown = f"starts with {head!r}" if head else "is empty"
+        raise CheckpointError(f"{what} '{path}' is not a PyTorch checkpoint (the file {shown})")
+    try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "GLOBAL" in str(e):
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found or "GLOBAL" in str(e):
+            name = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
-                f"{what} '{path}' needs pickled code to load and is refused (only tensors and plain data are "
-                f"read, so that a file from elsewhere cannot run code): {first[:160]}"
+                f"{what} '{path}' needs pickled code{name} to load and is refused (only tensors and plain data are "
+                "read, so that a file from elsewhere cannot run code)"
             ) from None
-        raise CheckpointError(f"{what} '{path}' is not a readable PyTorch checkpoint: {first[:160]}") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else type(e).__name__)
+        raise CheckpointError(f"{what} '{path}' is not a readable PyTorch checkpoint: {detail[:160]}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
@@ -59,37 +71,81 @@ def check_system(data: Dict[str, Any], system_type: str, path: str | Path) -> No
         )
 
 
+def state_mismatch(
+    module: torch.nn.Module, state: Dict[str, torch.Tensor], ignore_prefixes: Optional[Iterable[str]] = None
+) -> List[str]:
+    """What keeps ``state`` from loading strictly into ``module``: missing, unexpected and mis-shaped keys, named."""
+    ignore = tuple(f"{p}." for p in (ignore_prefixes or ()))
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(
+        k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys {few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {few(unexpected)}")
+    if mismatched:
+        problems.append(
+            "shape mismatch "
+            + few([f"{k} {tuple(getattr(state[k], 'shape', ()))} vs {tuple(own[k].shape)}" for k in mismatched])
+        )
+    return problems
+
+
+def nonfinite_tensors(state: Dict[str, Any]) -> List[str]:
+    """Keys of the floating-point tensors of ``state`` that hold a NaN or an Inf."""
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
+def check_finite(state: Dict[str, Any], path: str | Path, what: str = "checkpoint") -> None:
+    """Fail with one line when a weight of ``state`` is NaN or Inf (such weights only spread NaN)."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise CheckpointError(
+            f"{what} '{path}' holds NaN or Inf weights in {few(bad)}; use a checkpoint saved before the run diverged"
+        )
+
+
 def load_state_into(
     module: torch.nn.Module,
     state: Dict[str, torch.Tensor],
     path: str | Path,
     ignore_prefixes: Optional[Iterable[str]] = None,
 ) -> None:
-    """Load ``state`` strictly into ``module``; missing, unexpected or mis-shaped keys are named in one line."""
+    """Load ``state`` strictly into ``module``; missing, unexpected or mis-shaped keys are named in one line.
+
+    The load itself is the check (modules may rename keys of other backends while loading, as the hash grid does);
+    keys under ``ignore_prefixes`` are neither taken nor required.
+    """
     ignore = tuple(f"{p}." for p in (ignore_prefixes or ()))
     state = {k: v for k, v in state.items() if not k.startswith(ignore)}
-    own = {k: v for k, v in module.state_dict().items() if not k.startswith(ignore)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_few(unexpected)}")
-    if mismatched:
-        problems.append(
-            "shape mismatch "
-            + _few([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched])
-        )
+    try:
+        result = module.load_state_dict(state, strict=False)
+        problems = []
+        missing = sorted(k for k in result.missing_keys if not k.startswith(ignore))
+        unexpected = sorted(k for k in result.unexpected_keys if not k.startswith(ignore))
+        if missing:
+            problems.append(f"missing keys {few(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys {few(unexpected)}")
+    except RuntimeError as e:  # shapes that do not match (load_state_dict raises for them even when not strict)
+        problems = state_mismatch(module, state, ignore_prefixes) or [str(e).strip().splitlines()[-1][:200]]
     if problems:
         raise CheckpointError(
             f"checkpoint '{path}' does not fit this system ({'; '.join(problems)}); "
             "was it written with another config?"
         )
-    module.load_state_dict(state, strict=not ignore)
 
 
-def _few(items: list, n: int = 4) -> str:
+def few(items: list, n: int = 4) -> str:
+    """The first ``n`` items and the count, for one-line messages: ``[a, b, ...] (7)``."""
     shown = ", ".join(items[:n])
     return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)})"

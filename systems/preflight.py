@@ -1,0 +1,186 @@
+"""Checks run before a trial folder is created, so that a bad input fails in one line with nothing left behind.
+
+* Lightning's keyword arguments (``trainer.*``, ``checkpoint.*``): values of plain annotated types are type-checked
+  as Config fields are, and the objects are built here, so that Lightning's own checks of the values fail early too.
+* ``resume=<ckpt>``: everything Lightning would read from the file and fail on with a traceback (weights that do not
+  fit, NaN weights, a weights-only file, another optimizer layout) is checked first.
+* The output folder: it must be writable (tried, not guessed from permission bits) and its disk must hold two
+  checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Union
+
+import torch
+
+from framework.errors import CheckpointError, ConfigError, UserError
+from framework.utils.checkpoint import check_finite, load_state_into
+from systems.optim import build_param_groups
+
+try:
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+except ImportError:  # pragma: no cover
+    MisconfigurationException = ValueError  # type: ignore[misc,assignment]
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+# ---------------------------------------------------------------------------------------------- Lightning arguments
+def _plain_types(tp: Any) -> Optional[Set[type]]:
+    """The plain types an annotation admits (Literal values count by type); None if it admits anything else."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        parts = [_plain_types(a) for a in typing.get_args(tp)]
+        return None if any(p is None for p in parts) else set().union(*parts)  # type: ignore[arg-type]
+    if origin is typing.Literal:
+        return {type(a) for a in typing.get_args(tp)}
+    return {tp} if tp in _PLAIN else None
+
+
+def _admits(value: Any, types: Set[type]) -> bool:
+    if isinstance(value, bool):
+        return bool in types
+    if isinstance(value, int):
+        return int in types or float in types
+    return any(isinstance(value, t) for t in types if t is not bool)
+
+
+def _name(types: Set[type]) -> str:
+    names = sorted("null" if t is type(None) else t.__name__ for t in types)
+    return " or ".join(names)
+
+
+def check_argument_types(
+    target: Callable[..., Any], values: Dict[str, Any], prefix: str, source: Callable[[str], str]
+) -> None:
+    """Type-check ``values`` against ``target``'s annotations where those are plain (int, float, bool, str, null).
+
+    ``source(dotted_key)`` says where a value came from (the YAML file or a command-line override).
+    """
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # pragma: no cover - unresolvable annotations: leave the checks to Lightning
+        return
+    for key, value in values.items():
+        types = _plain_types(hints[key]) if key in hints else None
+        if types is not None and not _admits(value, types):
+            raise ConfigError(
+                f"config error: {prefix}.{key}: expected {_name(types)}, got {value!r} (in {source(f'{prefix}.{key}')})"
+            )
+
+
+def build_lightning(what: str, build: Callable[[], Any], values: Dict[str, Any]) -> Any:
+    """``build()``, with Lightning's rejection of a config value turned into one line naming the section."""
+    try:
+        return build()
+    except (TypeError, ValueError, AssertionError, MisconfigurationException) as e:
+        msg = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
+        given = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "none"
+        raise ConfigError(f"config error: {what}: {msg[:300]} ({what} values given: {given})") from None
+
+
+# ---------------------------------------------------------------------------------------------- resume checks
+def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str) -> None:
+    """Check, before Lightning reads it, everything of ``resume=<path>`` that Lightning would fail on with a traceback.
+
+    Weights must be finite and load strictly into the system (they are loaded here; Lightning loads the same ones
+    again); to continue training, the file must also hold optimizer and scheduler states laid out as this config's.
+    """
+    state = data.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"resume '{path}' has no 'state_dict': it is not a training checkpoint of this project "
+            "(to start from bare weights, use system.weights=<file>)"
+        )
+    check_finite(state, path, "resume")
+    load_state_into(system, state, path)  # the same strict load Lightning makes (it loads the same weights again)
+    if mode != "train":
+        return
+    if "optimizer_states" not in data or "lr_schedulers" not in data:
+        raise CheckpointError(
+            f"resume '{path}' holds weights only (saved with checkpoint.save_weights_only=true) and cannot continue "
+            f"a run; start a new one from its weights with system.weights={path}"
+        )
+    saved = data["optimizer_states"][0].get("param_groups", []) if data["optimizer_states"] else []
+    expected = build_param_groups(system, system.cfg.optimizer)
+
+    def layout(groups: List[Dict[str, Any]]) -> str:
+        return ", ".join(f"{g.get('name', '?')} ({len(g['params'])})" for g in groups) or "none"
+
+    if [len(g["params"]) for g in saved] != [len(g["params"]) for g in expected]:
+        raise CheckpointError(
+            f"resume '{path}' was saved with optimizer parameter groups {layout(saved)}, this config makes "
+            f"{layout(expected)}; resume with the config it was trained with, or start from its weights with "
+            f"system.weights={path}"
+        )
+    n_sched = len(data["lr_schedulers"])
+    want = 0 if system.cfg.scheduler is None else 1
+    if n_sched != want:
+        raise CheckpointError(
+            f"resume '{path}' was saved with {n_sched} learning-rate scheduler(s), this config has {want} "
+            "(system.scheduler); resume with the config it was trained with"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- output space
+def checkpoint_bytes(system: torch.nn.Module) -> int:
+    """Estimated size of one training checkpoint: the state dict plus two optimizer moments per trainable value."""
+    state = sum(t.numel() * t.element_size() for t in system.state_dict().values() if torch.is_tensor(t))
+    trainable = sum(p.numel() * p.element_size() for p in system.parameters() if p.requires_grad)
+    return state + 2 * trainable
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _size(n: float) -> str:
+    """Bytes in decimal units, e.g. ``33.8 MB``."""
+    unit = "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            break
+        n /= 1000
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
+MARGIN_BYTES = 32 * 1024 * 1024
+"""Room for configs, logs, validation images and videos beside the checkpoints."""
+
+
+def check_output_space(trial: Path, system: torch.nn.Module, checkpoints: int = 2) -> None:
+    """Fail unless the trial folder can be created and its disk holds ``checkpoints`` checkpoints plus a margin.
+
+    Training needs two: the next scheduled checkpoint and ``last.ckpt`` (or an interrupted run's pair). Writing is
+    tried (a folder made and removed), since permission bits do not tell for root, read-only or kernel file systems.
+    """
+    base = _existing_ancestor(Path(trial))
+    if not base.is_dir():
+        raise UserError(
+            f"cannot create the trial folder {trial}: {base} is a file, not a folder; "
+            "set exp_root_dir=<a writable folder>"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=base))
+    except OSError as e:
+        raise UserError(
+            f"cannot write the trial folder {trial}: {base}: {e.strerror or e}; set exp_root_dir=<a writable folder>"
+        ) from None
+    free = shutil.disk_usage(base).free
+    one = checkpoint_bytes(system)
+    need = checkpoints * one + MARGIN_BYTES
+    if free < need:
+        raise UserError(
+            f"the disk of {base} has {_size(free)} free; this run needs about {_size(need)} "
+            f"({checkpoints} checkpoints of {_size(one)}, logs and images); free some space or set "
+            "exp_root_dir=<another disk>"
+        )
