@@ -2,7 +2,7 @@
 
     python benchmarks/bench_guidance.py                     # tiny model
     python benchmarks/bench_guidance.py --model sd21        # SD 2.1-shaped UNet + VAE, random weights (minutes)
-    python benchmarks/bench_guidance.py --model all --threads 2 --steps 20 --rounds 3
+    python benchmarks/bench_guidance.py --model all --threads 2 --steps 20 --rounds 5
 
 Each configuration runs in its own process (so peak memory is its own): the scene is a (1, S, S, 3) image tensor
 trained with AdamW through the VAE encoder, as a render would be; VSD also trains its LoRA and camera embedding in

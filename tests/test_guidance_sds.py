@@ -79,6 +79,18 @@ def test_vae_encoding_uses_config_scaling_factor(tiny_sd):
     torch.testing.assert_close(latents, expected, atol=1e-6, rtol=1e-5)
 
 
+def test_decode_latents(tiny_sd):
+    g = SDS({"pretrained_model_name_or_path": tiny_sd})
+    assert (g.latent_channels, g.vae_scale_factor) == (4, 2)
+    vae = AutoencoderKL.from_pretrained(tiny_sd, subfolder="vae")
+    latents = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        expected = ((vae.decode(latents / 0.35).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+        images = g.decode_latents(latents)
+    assert images.shape == (2, 32, 32, 3)
+    torch.testing.assert_close(images, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_inputs_are_resized_to_the_working_size(tiny_sd):
     g = SDS({"pretrained_model_name_or_path": tiny_sd})
     assert g.image_size == 32  # UNet sample_size 16 x VAE downscale 2

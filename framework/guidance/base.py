@@ -143,6 +143,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         )
         self.schedule = NoiseSchedule(self.models.scheduler, self.key("pretrained_model_name_or_path"))
         self.vae_scale_factor = 2 ** (len(self.models.vae.config.block_out_channels) - 1)
+        self.latent_channels = int(self.models.vae.config.latent_channels)
         self.image_size = self.cfg.image_size or self.models.unet.config.sample_size * self.vae_scale_factor
         if self.image_size % self.vae_scale_factor:
             raise ConfigError(
@@ -254,6 +255,14 @@ class StableDiffusionGuidanceBase(BaseModule):
         vae = self.models.vae
         posterior = vae.encode((imgs * 2.0 - 1.0).to(next(vae.parameters()).dtype)).latent_dist
         return (posterior.sample() * vae.config.scaling_factor).to(torch.float32)
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Images (B, H, W, 3) in [0, 1], fp32, of latents (B, 4, h, w) (divided by scaling_factor, VAE-decoded)."""
+        self._ensure_device(latents.device)
+        vae = self.models.vae
+        z = (latents / vae.config.scaling_factor).to(next(vae.parameters()).dtype)
+        images = vae.decode(z).sample.to(torch.float32)
+        return ((images + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
 
     def prepare_latents(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
         """Latents at the UNet's working size from renders (B, H, W, 3), or from latents (B, 4, h, w)."""
