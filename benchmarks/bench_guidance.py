@@ -43,29 +43,7 @@ CONFIGS = {
     "vsd-separate-estimate": ("stable-diffusion-vsd-guidance", {"share_unet": False, "lora_train_on_estimate": True}),
 }
 
-SD21_UNET = dict(
-    sample_size=96,
-    in_channels=4,
-    out_channels=4,
-    block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=(5, 10, 20, 20),
-    cross_attention_dim=1024,
-    use_linear_projection=True,
-    upcast_attention=True,
-)
-SD21_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    latent_channels=4,
-    layers_per_block=2,
-    sample_size=768,
-)
+from framework.models.sd21_shaped import SD21_UNET, SD21_VAE  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------- models
