@@ -1,0 +1,107 @@
+"""Text-to-3D systems: regularisers against hand-computed values, particles, parameter groups, export."""
+
+import math
+
+import pytest
+import torch
+
+import launch
+import systems  # noqa: F401
+from framework import registry
+from framework.builtin import import_builtin_modules
+from framework.utils.seeding import generator
+from systems import regularizers
+
+import_builtin_modules()
+
+
+def test_regularizers_against_hand_computed_values():
+    opacity = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)
+    out = {"opacity": opacity, "z_variance": torch.tensor([5.0, 2.0, 4.0]).view(1, 3, 1, 1)}
+    assert regularizers.sparsity(out).item() == pytest.approx((math.sqrt(0.01) + math.sqrt(0.26) + math.sqrt(1.01)) / 3)
+    o = opacity.clamp(1e-3, 1 - 1e-3)
+    h = -(o * o.log() + (1 - o) * (1 - o).log())
+    assert regularizers.opaque(out).item() == pytest.approx(h.mean().item(), rel=1e-5)
+    assert regularizers.z_variance(out).item() == pytest.approx(4.0)  # only the ray with opacity > 0.5
+    # orient: a normal facing along the ray direction (away from the camera) is penalised by weight * dot^2
+    o2 = {
+        "normal": torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, -1.0]]),
+        "t_dirs": torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]]),
+        "weights": torch.tensor([[0.5], [0.5]]),
+        "opacity": torch.tensor([1.0]),
+    }
+    assert regularizers.orient(o2).item() == pytest.approx(0.5)
+
+
+def small_system(tiny_sd, tiny_sd_v, cache, n_particles):
+    cfg = {
+        "n_particles": n_particles,
+        "geometry": {"pos_encoding_config": {"n_levels": 4, "log2_hashmap_size": 10}},
+        "renderer": {"num_samples_per_ray": 8},
+        "prompt_processor": {"pretrained_model_name_or_path": tiny_sd, "prompt": "a photo of a cat",
+                             "cache_dir": str(cache)},
+        "guidance": {"pretrained_model_name_or_path": tiny_sd, "pretrained_model_name_or_path_lora": tiny_sd_v},
+        "loss": {"lambda_vsd": 1.0, "lambda_lora": 1.0, "lambda_sparsity": 1.0},
+        "optimizer": {"name": "AdamW", "args": {"lr": 0.01, "betas": [0.9, 0.99], "eps": 1e-15},
+                      "params": {"geometry.encoding": {"lr": 0.01}, "background": {"lr": 0.001},
+                                 "guidance": {"lr": 0.0001}}},
+    }
+    return registry.find("system", "prolificdreamer-system")(cfg, seed=0)
+
+
+def test_particles_share_one_unet_lora_and_take_turns(tiny_sd, tiny_sd_v, tiny_embedding_cache):
+    system = small_system(tiny_sd, tiny_sd_v, tiny_embedding_cache, n_particles=2)
+    opt = system.configure_optimizers()
+    groups = {g["name"]: g for g in opt.param_groups}
+    # a path of a scene part names that module in every particle
+    enc = {id(p) for p in groups["geometry.encoding"]["params"]}
+    for particle in system.particles:
+        assert {id(p) for p in particle.geometry.encoding.parameters()} <= enc
+    lora = {id(p) for p in system.guidance.parameters()}
+    assert lora and lora == {id(p) for p in groups["guidance"]["params"]}
+    dm = registry.find("data", "random-camera-datamodule")({"height": 16, "width": 16, "batch_size": 1}, seed=0)
+
+    def snapshot(i):
+        return [p.detach().clone() for p in system.particles[i].geometry.parameters()]
+
+    for step in range(2):
+        before = [snapshot(0), snapshot(1)]
+        lora_before = [p.detach().clone() for p in system.guidance.parameters()]
+        assert system.particle_of_step(step) == step % 2
+        batch = dm.sample_train(step, generator(0, 0, step))
+        out = system.particles[step % 2].renderer(**batch)
+        losses = system.guidance(out["comp_rgb"], system.prompt_utils, **batch)
+        opt.zero_grad(set_to_none=True)
+        (losses["loss_vsd"] + losses["loss_lora"]).backward()
+        opt.step()
+        active, idle = step % 2, 1 - step % 2
+        assert any(not torch.equal(a, b) for a, b in zip(before[active], snapshot(active)))
+        assert all(torch.equal(a, b) for a, b in zip(before[idle], snapshot(idle)))
+        assert any(not torch.equal(a, p) for a, p in zip(lora_before, system.guidance.parameters()))
+
+
+def test_frozen_weights_stay_out_of_the_system_state(tiny_sd, tiny_sd_v, tiny_embedding_cache):
+    system = small_system(tiny_sd, tiny_sd_v, tiny_embedding_cache, n_particles=1)
+    keys = list(system.state_dict())
+    guidance_keys = [k for k in keys if k.startswith("guidance.")]
+    assert guidance_keys and all("lora" in k or "camera_embedding" in k for k in guidance_keys), guidance_keys
+    n_guidance = sum(system.state_dict()[k].numel() for k in guidance_keys)
+    n_unet = sum(p.numel() for p in system.guidance.models.unet.parameters())
+    assert n_guidance < 0.2 * n_unet
+
+
+def test_export_from_a_3d_checkpoint(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path):
+    common = [
+        f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}", "system.prompt_processor.prompt=a cat",
+        f"system.prompt_processor.cache_dir={tiny_embedding_cache}", f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
+        f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}", "data.height=16", "data.width=16",
+        "data.eval_height=16", "data.eval_width=16", "data.n_test_views=2", "system.renderer.num_samples_per_ray=8", "system.exporter.fmt=[obj,ply]",
+        "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10", "system.geometry.isosurface_resolution=32",
+        "system.geometry.isosurface_threshold=auto",
+        f"exp_root_dir={tmp_path}", "use_timestamp=false",
+    ]
+    assert launch.main(["--config", "vsd.yaml", "--train", "trainer.max_steps=2", "tag=train", *common]) == 0
+    ckpt = tmp_path / "prolificdreamer" / "train" / "ckpts" / "last.ckpt"
+    assert launch.main(["--config", "vsd.yaml", "--export", f"resume={ckpt}", "tag=export", *common]) == 0
+    files = sorted(p.name for p in (tmp_path / "prolificdreamer" / "export" / "save" / "it2-export").iterdir())
+    assert any(f.endswith(".obj") for f in files) and any(f.endswith(".ply") for f in files), files
