@@ -62,6 +62,18 @@ class ExperimentConfig:
     """Keyword arguments of ``pytorch_lightning.callbacks.ModelCheckpoint`` (``every_n_train_steps``, ...)."""
 
 
+# OmegaConf built-in resolvers a config must not reach: ``oc.coerce`` imports any module its argument names
+# (``${oc.coerce:some.module.x,1}``), which runs that module's import-time code.
+REFUSED_RESOLVERS = ("oc.coerce",)
+
+
+def register_config_resolvers() -> None:
+    """Register the project's resolvers and remove the refused built-ins (docs/security.md lists what remains)."""
+    register_resolvers()
+    for name in REFUSED_RESOLVERS:
+        OmegaConf.clear_resolver(name)
+
+
 # Trainer arguments the launcher owns; setting them in the config would conflict.
 LAUNCHER_TRAINER_KEYS = {"accelerator", "devices", "strategy", "logger", "callbacks", "default_root_dir"}
 LAUNCHER_CHECKPOINT_KEYS = {"dirpath"}
@@ -132,9 +144,33 @@ def _check_kwargs(target: Any, values: Dict[str, Any], prefix: str, reserved: se
             )
 
 
+def _parse_overrides(overrides: Sequence[str]) -> Any:
+    """The ``key=value`` overrides as one OmegaConf config; a value YAML cannot read is a one-line ConfigError."""
+    import yaml
+
+    items = [o.lstrip("+") for o in overrides]
+    try:
+        return OmegaConf.from_dotlist(items)
+    except yaml.YAMLError:
+        for item in items:  # name the override that fails
+            try:
+                OmegaConf.from_dotlist([item])
+            except yaml.YAMLError as e:
+                key, value = item.split("=", 1)
+                if isinstance(e, yaml.reader.ReaderError):
+                    problem, fix = e.reason, "remove the control characters from it"
+                else:
+                    problem = getattr(e, "problem", None) or type(e).__name__
+                    fix = f"""quote it as a YAML string, e.g. {key}='"..."' """.rstrip()
+                raise ConfigError(
+                    f"config error: {key}: the command-line value {value!r} is not valid YAML ({problem}); {fix}"
+                ) from None
+        raise
+
+
 def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
     """Load, override, resolve and validate. Returns ``(ExperimentConfig, raw OmegaConf config, config path)``."""
-    register_resolvers()
+    register_config_resolvers()
     config_path = find_config(path)
     try:
         raw = OmegaConf.load(config_path)
@@ -154,8 +190,9 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
                 "(e.g. system.prompt_processor.prompt=\"a hamburger\")"
             )
         override_keys.append(item.split("=", 1)[0].lstrip("+"))
+    dotlist = _parse_overrides(overrides)
     try:
-        cfg = OmegaConf.merge(raw, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        cfg = OmegaConf.merge(raw, dotlist)
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
@@ -188,12 +225,16 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
 
 
 def trial_dir(exp: ExperimentConfig) -> Path:
-    """``<exp_root_dir>/<name>/<tag>[@<timestamp>]`` with both names made safe."""
+    """``<exp_root_dir>/<name>/<tag>[@<timestamp>]``, each part one path component made by ``safe_name``.
+
+    Whatever the tag (a prompt with ``/``, ``..``, a leading ``-``, control characters, any length), the trial folder
+    is a direct grandchild of ``exp_root_dir``.
+    """
     from framework.utils.naming import safe_name
 
     trial = safe_name(exp.tag or "default")
     if exp.use_timestamp and exp.timestamp:
-        trial = f"{trial}@{exp.timestamp}"
+        trial = f"{trial}@{safe_name(exp.timestamp)}"
     return Path(exp.exp_root_dir) / safe_name(exp.name or "default") / trial
 
 

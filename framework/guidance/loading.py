@@ -3,28 +3,59 @@
 A model is named by a Hub id (``stabilityai/stable-diffusion-2-1-base``) or a local folder in diffusers format
 (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``). Offline
 (``HF_HUB_OFFLINE=1``) a Hub id loads only from the local Hugging Face cache; anything missing is a
-:class:`ModelNotFoundError` naming the config key, the value and how to point the key at a local copy. Remote code is
-never executed.
+:class:`ModelNotFoundError` naming the config key, the value and how to point the key at a local copy.
+
+Nothing loaded runs code: the classes are fixed (no auto classes, no ``trust_remote_code``, no custom pipelines);
+weights (UNet, VAE, text encoder) are read from ``.safetensors`` files only (``use_safetensors=True``), the tokenizer
+and scheduler from JSON/text files. A name that is neither an existing folder nor a valid Hub id (``name`` or
+``namespace/name``) is refused before anything is fetched: a URL is not a model id.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import re
+from pathlib import Path
 from typing import Any, Iterable, List
 
 import torch
 import torch.nn as nn
 
-from framework.errors import ModelNotFoundError
+from framework.errors import CheckpointError, ConfigError, ModelNotFoundError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # a scheme: https:, hf:, file:, s3: (not a drive letter, C:)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 def hub_offline() -> bool:
     """Whether the Hugging Face Hub is switched off by the environment (``HF_HUB_OFFLINE``)."""
     return os.environ.get("HF_HUB_OFFLINE", "0").upper() in _TRUE
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is a valid Hugging Face Hub model id (``name`` or ``namespace/name``, the Hub's own rules)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return bool(name)
+
+
+def check_model_name(name: str, key: str) -> None:
+    """Refuse, in one line, a model name that is neither an existing folder nor a Hub id (a URL, a missing path)."""
+    if os.path.isdir(name):
+        return
+    if _URL.match(name):
+        raise ConfigError(
+            f"{key}: '{name}' is a URL; give a Hub model id (e.g. stabilityai/stable-diffusion-2-1-base) or a local "
+            "diffusers folder (URLs are never fetched)"
+        )
+    if not is_hub_id(name):
+        raise ModelNotFoundError(f"{key}: directory '{name}' does not exist; set {key} to a diffusers model folder")
 
 
 def _not_found(key: str, name: str, subfolder: str) -> ModelNotFoundError:
@@ -33,8 +64,6 @@ def _not_found(key: str, name: str, subfolder: str) -> ModelNotFoundError:
             f"{key}: '{name}' has no usable '{subfolder}/' folder; point {key} at a Stable Diffusion checkpoint "
             "in diffusers format (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
         )
-    if not _HUB_ID.match(name) or name.startswith((".", "~")):
-        return ModelNotFoundError(f"{key}: directory '{name}' does not exist; set {key} to a diffusers model folder")
     where = "the Hub is off (HF_HUB_OFFLINE=1)" if hub_offline() else "it could not be downloaded"
     return ModelNotFoundError(
         f"{key}: model '{name}' is not in the local Hugging Face cache and {where}; download it where there is "
@@ -42,14 +71,44 @@ def _not_found(key: str, name: str, subfolder: str) -> ModelNotFoundError:
     )
 
 
+def _check_local_weights(folder: Path, key: str) -> None:
+    """A local component folder whose weights exist only as pickles is refused in one line (a pickle can run code)."""
+    files = [f for f in folder.iterdir() if f.is_file()]
+    if any(f.name.endswith(".safetensors") for f in files):
+        return
+    pickled = sorted(f.name for f in files if f.name.endswith(_PICKLE_SUFFIXES))
+    if pickled:
+        raise CheckpointError(
+            f"{key}: '{folder}' holds its weights only as a pickle ({pickled[0]}) and only .safetensors weights are "
+            "read (a pickle can run code); convert them once where you trust the file (save_pretrained writes "
+            "safetensors)"
+        )
+
+
 def load_component(cls: Any, name: str, subfolder: str, key: str, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(name, subfolder=subfolder, **kwargs)``; a missing model raises ModelNotFoundError."""
-    if os.path.isdir(name) and not os.path.isdir(os.path.join(name, subfolder)):
+    """``cls.from_pretrained(name, subfolder=subfolder, **kwargs)``; weights (``nn.Module`` classes) from safetensors.
+
+    A missing model raises ModelNotFoundError, a URL ConfigError, weights that cannot be read safely CheckpointError;
+    each names ``key`` in one line.
+    """
+    from safetensors import SafetensorError
+
+    check_model_name(name, key)
+    local = Path(name, subfolder)
+    if os.path.isdir(name) and not local.is_dir():
         raise _not_found(key, name, subfolder)
+    weights = isinstance(cls, type) and issubclass(cls, nn.Module)
+    if weights:
+        kwargs["use_safetensors"] = True
+        if local.is_dir():
+            _check_local_weights(local, key)
     try:
         return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
-    except OSError as e:
-        raise _not_found(key, name, subfolder) from e
+    except (OSError, SafetensorError, pickle.UnpicklingError) as e:
+        if not local.is_dir() and isinstance(e, OSError):
+            raise _not_found(key, name, subfolder) from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"{key}: the weights in '{local}' cannot be read: {first[:200]}") from None
 
 
 def config_key(prefix: str, field: str) -> str:

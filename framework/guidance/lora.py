@@ -9,7 +9,8 @@ uses), so they alone reach ``state_dict`` and the optimizer.
 Files are diffusers' LoRA format: ``pytorch_lora_weights.safetensors`` with keys ``unet.<module>.lora_A.weight`` and
 the adapter config (rank, alpha, targets) as ``lora_adapter_metadata``; without that metadata a loader cannot know
 alpha and silently assumes alpha = rank. ``pipe.load_lora_weights(folder)`` and ``unet.load_lora_adapter(folder,
-prefix="unet")`` read it.
+prefix="unet")`` read it. Only safetensors is read (:func:`read_safetensors`): a pickled ``pytorch_lora_weights.bin``
+or any other file is refused in one line, so a LoRA from elsewhere cannot run code.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,6 +29,7 @@ from framework.errors import CheckpointError, ConfigError
 
 ADAPTER_NAME = "default"
 LORA_FILE = "pytorch_lora_weights.safetensors"
+PICKLED_LORA_FILE = "pytorch_lora_weights.bin"  # older diffusers' pickle format: refused
 METADATA_KEY = "lora_adapter_metadata"
 PREFIX = "unet"
 
@@ -141,14 +143,23 @@ class LoraWeights(nn.Module):
     @torch.no_grad()
     def load(self, directory: str | os.PathLike) -> None:
         """Load weights written by :meth:`save` (or any diffusers SD LoRA of the same rank, alpha and targets)."""
-        from safetensors import safe_open
-
         path = Path(directory) / LORA_FILE if Path(directory).is_dir() else Path(directory)
         if not path.is_file():
+            pickled = Path(directory) / PICKLED_LORA_FILE
+            if pickled.is_file():
+                raise CheckpointError(
+                    f"LoRA weights '{pickled}' are a pickle and only {LORA_FILE} is read (a pickle can run code); "
+                    "convert them once where you trust the file (diffusers' save_lora_weights writes safetensors)"
+                )
             raise CheckpointError(f"LoRA weights '{path}' not found; give a folder written by save_lora")
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
-            state = {k[len(PREFIX) + 1 :]: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIX + ".")}
+        tensors, metadata = read_safetensors(path, "LoRA weights")
+        try:
+            meta = json.loads(metadata.get(METADATA_KEY, "{}"))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise CheckpointError(f"LoRA weights '{path}': the {METADATA_KEY} metadata is not a JSON object")
+        state = {k[len(PREFIX) + 1 :]: v for k, v in tensors.items() if k.startswith(PREFIX + ".")}
         _check_metadata(path, meta, self.peft_config)
         own = self.peft_state_dict()
         missing = sorted(set(own) - set(state))
@@ -167,6 +178,28 @@ class LoraWeights(nn.Module):
                     raise CheckpointError(f"LoRA weights '{path}': {name}.{part} has shape {tuple(src.shape)}, "
                                           f"this UNet needs {tuple(w.shape)}")
                 w.copy_(src.to(w.dtype))
+
+
+def read_safetensors(path: str | os.PathLike, what: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
+    """The tensors and metadata of a safetensors file; any other file (a pickle, a truncated file) is a one-line
+    CheckpointError. Nothing in the file is executed: safetensors holds only a JSON header and raw tensor bytes."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        problem = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    try:
+        with open(path, "rb") as raw:
+            head = raw.read(4)
+    except OSError:
+        head = b""
+    kind = "a PyTorch/pickle file" if head.startswith((b"\x80", b"PK\x03\x04")) else "not a safetensors file"
+    raise CheckpointError(
+        f"{what} '{path}' is {kind} ({problem[:120]}); only safetensors files are read, so that a file from "
+        "elsewhere cannot run code"
+    )
 
 
 def _check_metadata(path: Path, meta: Dict, config) -> None:

@@ -17,7 +17,9 @@ side by default; front if ``|azimuth| < front_threshold``; back if ``|azimuth| >
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -218,11 +220,21 @@ class PromptProcessor(BaseObject):
         return os.path.realpath(path) if os.path.isdir(path) else path
 
     def cache_path(self, prompt: str) -> Path:
-        """Cache file of ``prompt`` for this model."""
-        return Path(self.cfg.cache_dir) / f"{text_hash(self.model_id() + chr(10) + prompt, 32)}.safetensors"
+        """Cache file of ``prompt`` for this model: ``<cache_dir>/<sha256 of [model, prompt]>.safetensors``.
+
+        The name is a hash (128 bits) of an unambiguous encoding of both texts, so a prompt never chooses the path
+        and two prompts (or two models) never share a file; the file's metadata repeats both and is checked on read.
+        """
+        key = json.dumps([self.model_id(), prompt], ensure_ascii=False)
+        return Path(self.cfg.cache_dir) / f"{text_hash(key, 32)}.safetensors"
 
     def _read_cache(self, prompt: str) -> Optional[Tensor]:
-        from safetensors import safe_open
+        """The cached embedding of ``prompt``, or None: missing, made for another model or prompt, or unreadable.
+
+        Only safetensors is read. A file that is not one (a pickle put in its place, a broken file) is reported in
+        one warning line and re-encoded.
+        """
+        from safetensors import SafetensorError, safe_open
 
         path = self.cache_path(prompt)
         if not path.is_file():
@@ -233,7 +245,13 @@ class PromptProcessor(BaseObject):
                 if meta.get("model") != self.model_id() or meta.get("prompt") != prompt:
                     return None
                 return f.get_tensor(CACHE_TENSOR)
-        except Exception:  # an unreadable cache entry is recomputed and overwritten
+        except (SafetensorError, OSError) as e:
+            problem = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            print(
+                f"warning: text-embedding cache file {path} is not a readable safetensors file ({problem}); "
+                "it is not used and is re-encoded",
+                file=sys.stderr,
+            )
             return None
 
     def _write_cache(self, prompt: str, embedding: Tensor) -> None:
