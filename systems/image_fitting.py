@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from framework import registry
+from framework.errors import ConfigError
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
 from systems.base import BaseSystem
@@ -51,6 +52,9 @@ class ImageFittingSystem(BaseSystem):
 
     def configure(self) -> None:
         c = self.cfg
+        for name in ("grid_resolution", "n_features", "hidden_dim", "export_resolution"):
+            if getattr(c, name) < 1:
+                raise ConfigError(f"config error: system.{name}: must be at least 1, got {getattr(c, name)}")
         self.field = ImageField(c.grid_resolution, c.n_features, c.hidden_dim)
 
     def training_losses(self, batch: Dict[str, Any]) -> Dict[str, Any]:

@@ -85,6 +85,10 @@ def build_optimizer(system: nn.Module, cfg: OptimizerConfig) -> torch.optim.Opti
         raise ConfigError(
             f"config error: system.optimizer.name: '{cfg.name}' is not a torch.optim optimizer (e.g. Adam, AdamW)"
         )
+    for where, options in [("args", cfg.args)] + [(f"params.{k}", v or {}) for k, v in (cfg.params or {}).items()]:
+        lr = options.get("lr")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
+            raise ConfigError(f"config error: system.optimizer.{where}.lr: expected a number, got {lr!r}")
     groups = build_param_groups(system, cfg)
     if not groups:
         raise ConfigError("config error: system.optimizer: the system has no trainable parameters")

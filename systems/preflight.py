@@ -73,6 +73,15 @@ def check_argument_types(
             raise ConfigError(
                 f"config error: {prefix}.{key}: expected {_name(types)}, got {value!r} (in {source(f'{prefix}.{key}')})"
             )
+        low = MINIMUM.get(f"{prefix}.{key}")
+        if low is not None and isinstance(value, int) and value < low:
+            raise ConfigError(
+                f"config error: {prefix}.{key}: must be at least {low}, got {value} (in {source(f'{prefix}.{key}')})"
+            )
+
+
+# Lightning arguments whose out-of-range values fail deep inside a run rather than at construction.
+MINIMUM = {"trainer.accumulate_grad_batches": 1}
 
 
 def build_lightning(what: str, build: Callable[[], Any], values: Dict[str, Any]) -> Any:

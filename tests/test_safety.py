@@ -71,8 +71,8 @@ def payload(path: Path, marker: Path, kind: str = "zip") -> Path:
            "x": RunsCode(marker)}
     if kind == "zip":
         torch.save(obj, path)
-    else:
-        path.write_bytes(pickle.dumps(obj, protocol=2))
+    else:  # no tensor in it: a bare pickle of a tensor needs a global of torch's own
+        path.write_bytes(pickle.dumps({"framework": obj["framework"], "x": obj["x"]}, protocol=2))
     return path
 
 

@@ -31,7 +31,8 @@ def load_checkpoint(path: str | Path, what: str = "checkpoint") -> Dict[str, Any
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        # torch names the refused global as "Unsupported global: GLOBAL x" or "unsupported GLOBAL x whose module ..."
+        found = re.search(r"\bGLOBAL ([\w.]+)", str(e))
         if found or "GLOBAL" in str(e):
             name = f" ({found.group(1)})" if found else ""
             raise CheckpointError(
