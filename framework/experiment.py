@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,16 +65,6 @@ class ExperimentConfig:
 
 # OmegaConf built-in resolvers a config must not reach: ``oc.coerce`` imports any module its argument names
 # (``${oc.coerce:some.module.x,1}``), which runs that module's import-time code.
-REFUSED_RESOLVERS = ("oc.coerce",)
-
-
-def register_config_resolvers() -> None:
-    """Register the project's resolvers and remove the refused built-ins (docs/security.md lists what remains)."""
-    register_resolvers()
-    for name in REFUSED_RESOLVERS:
-        OmegaConf.clear_resolver(name)
-
-
 # Trainer arguments the launcher owns; setting them in the config would conflict.
 LAUNCHER_TRAINER_KEYS = {"accelerator", "devices", "strategy", "logger", "callbacks", "default_root_dir"}
 LAUNCHER_CHECKPOINT_KEYS = {"dirpath"}
@@ -170,7 +161,7 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
 
 def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
     """Load, override, resolve and validate. Returns ``(ExperimentConfig, raw OmegaConf config, config path)``."""
-    register_config_resolvers()
+    register_resolvers()
     config_path = find_config(path)
     try:
         raw = OmegaConf.load(config_path)
@@ -197,7 +188,10 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).strip().splitlines()[0]
-        if type(e).__name__ == "MissingMandatoryValue":
+        missing = re.search(r"Missing mandatory value: ([\w.\[\]]+)", msg)
+        if missing and type(e).__name__ != "MissingMandatoryValue":
+            key = missing.group(1)  # reached through an interpolation (e.g. the tag made from the prompt)
+        if missing or type(e).__name__ == "MissingMandatoryValue":
             raise ConfigError(
                 f"config error: {key}: missing required value (??? in {config_path}); "
                 f"set it on the command line, e.g. {key}=..."

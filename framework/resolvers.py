@@ -39,9 +39,15 @@ RESOLVERS: Dict[str, Callable[..., Any]] = {
 }
 
 
+# OmegaConf built-ins that are removed: ``oc.coerce`` imports the module its argument names.
+REFUSED_RESOLVERS = ("oc.coerce",)
+
+
 def register_resolvers() -> None:
-    """Register every resolver once (idempotent)."""
+    """Register every resolver once and remove the refused built-ins (idempotent)."""
     register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
     for name, fn in RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             register(name, fn)
+    for name in REFUSED_RESOLVERS:
+        OmegaConf.clear_resolver(name)

@@ -259,8 +259,16 @@ class BaseSystem(pl.LightningModule):
     def export(self) -> List[Path]:
         """Run the exporter and write its outputs under ``save/it<step>-export/``."""
         written = []
+        folder = f"it{self.current_step}-export"
         for out in self.export_outputs():
-            path = self.saver.path(f"it{self.current_step}-export/{out.filename}")
+            if self.saver.save_dir is not None:
+                root = (self.saver.save_dir / folder).resolve()
+                if not (root / out.filename).resolve().is_relative_to(root):
+                    raise ConfigError(
+                        f"config error: system.exporter: the export file name '{out.filename}' leaves the export "
+                        f"folder {root}; use a plain name (e.g. save_name: model)"
+                    )
+            path = self.saver.path(f"{folder}/{out.filename}")
             out.write(path)
             written.append(path)
         return written

@@ -114,6 +114,8 @@ CLI = rows(
         "--gpu '0,0': expected distinct non-negative device ids"),
     Row("cli-override-without-equals", [*IMAGE, "hamburger"],
         "argument 'hamburger' is neither a flag nor a key=value override"),
+    Row("cli-override-not-yaml", [*IMAGE, "tag=@x"],
+        "config error: tag: the command-line value '@x' is not valid YAML"),
     Row("cli-describe-unknown-kind", ["--describe", "guidanc", "x"],
         "--describe: unknown kind 'guidanc' (did you mean guidance?)"),
     Row("cli-describe-unknown-type", ["--describe", "guidance", "sds"],

@@ -45,7 +45,7 @@ from framework.guidance.camera_embedding import (
     class_embedding,
 )
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
-from framework.guidance.lora import LoraWeights, inject_lora
+from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -281,15 +281,12 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     @torch.no_grad()
     def load_lora(self, directory: str | os.PathLike) -> None:
         """Load what :meth:`save_lora` wrote; a camera embedding of another condition type is an error."""
-        from safetensors import safe_open
-
         self.lora.load(directory)
         cam_path = Path(directory) / CAMERA_EMBEDDING_FILE
         if not cam_path.is_file():
             return
-        with safe_open(str(cam_path), framework="pt") as f:
-            kind = (f.metadata() or {}).get("camera_condition_type")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, meta = read_safetensors(cam_path, "camera embedding")
+        kind = (meta or {}).get("camera_condition_type")
         if kind is not None and kind != self.cfg.camera_condition_type:
             raise ConfigError(
                 f"{self.key('camera_condition_type')}: is '{self.cfg.camera_condition_type}' but {cam_path} was "
