@@ -244,17 +244,20 @@ class BaseSystem(pl.LightningModule):
             if hasattr(experiment, "add_image"):
                 experiment.add_image(f"{tag}/grid", img, self.current_step, dataformats="HWC")
 
-    def export_outputs(self) -> List[Any]:
-        """What ``--export`` writes: the configured exporter's outputs."""
+    def make_exporter(self) -> Any:
+        """The configured exporter (``system.exporter_type``)."""
         if not self.cfg.exporter_type:
             raise ConfigError(
                 f"config error: system.exporter_type: {type(self).__name__} has no exporter configured; "
                 f"set system.exporter_type (registered: {', '.join(registry.names('exporter')) or 'none'})"
             )
-        exporter = registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
+        return registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
             self.cfg.exporter, prefix="system.exporter"
         )
-        return exporter(self)
+
+    def export_outputs(self) -> List[Any]:
+        """What ``--export`` writes (``ExportOutput`` files); a system feeds its parts to ``make_exporter()``."""
+        raise ConfigError(f"--export: {type(self).__name__} defines nothing to export")
 
     def export(self) -> List[Path]:
         """Run the exporter and write its outputs under ``save/it<step>-export/``."""

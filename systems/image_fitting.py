@@ -46,7 +46,7 @@ class ImageFittingSystem(BaseSystem):
         hidden_dim: int = 32
         """Width of the MLP."""
         export_resolution: int = 128
-        """Side of the image written by ``--export``."""
+        """Side of the image written by ``--export`` (the field sampled on a finer grid: ``field.png``)."""
 
     cfg: Config
 
@@ -86,8 +86,6 @@ class ImageFittingSystem(BaseSystem):
 
     @torch.no_grad()
     def export_outputs(self) -> List[ExportOutput]:
-        if self.cfg.exporter_type:
-            return super().export_outputs()
         from framework.data.image import pixel_coords
 
         n = self.cfg.export_resolution

@@ -21,7 +21,7 @@ import torch.nn as nn
 from framework.errors import ConfigError
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
-from systems.base import BaseSystem
+from systems.guided import GuidedSystem
 from systems.regularizers import REGULARIZERS
 
 SCENE_PARTS = ("geometry", "material", "background", "renderer")
@@ -35,9 +35,9 @@ class Scene(nn.Module):
         self.geometry, self.material, self.background, self.renderer = geometry, material, background, renderer
 
 
-class TextTo3DSystem(BaseSystem):
+class TextTo3DSystem(GuidedSystem):
     @dataclass
-    class Config(BaseSystem.Config):
+    class Config(GuidedSystem.Config):
         geometry_type: str = "implicit-volume"
         """Registered geometry."""
         geometry: Any = field(default_factory=dict)
@@ -54,14 +54,6 @@ class TextTo3DSystem(BaseSystem):
         """Registered renderer."""
         renderer: Any = field(default_factory=dict)
         """Config of the renderer."""
-        guidance_type: str = "stable-diffusion-guidance"
-        """Registered guidance."""
-        guidance: Any = field(default_factory=dict)
-        """Config of the guidance."""
-        prompt_processor_type: str = "stable-diffusion-prompt-processor"
-        """Registered prompt processor."""
-        prompt_processor: Any = field(default_factory=dict)
-        """Config of the prompt processor."""
         exporter_type: str = "mesh-exporter"
         """Registered exporter used by --export."""
         n_particles: int = 1
@@ -84,11 +76,7 @@ class TextTo3DSystem(BaseSystem):
             )
             scenes.append(Scene(geometry, material, background, renderer))
         self.particles = nn.ModuleList(scenes)
-        self.prompt_processor = self.build(
-            "prompt_processor", c.prompt_processor_type, c.prompt_processor, "system.prompt_processor"
-        )
-        self.guidance = self.build("guidance", c.guidance_type, c.guidance, "system.guidance")
-        self._prompt_utils = None
+        self.build_guidance()
 
     # threestudio's attribute names refer to the first particle (the only one, usually).
     @property
@@ -113,12 +101,6 @@ class TextTo3DSystem(BaseSystem):
         if head in SCENE_PARTS:
             return [p.get_submodule(path) for p in self.particles]
         return [self.get_submodule(path)]
-
-    @property
-    def prompt_utils(self) -> Any:
-        if self._prompt_utils is None:
-            self._prompt_utils = self.prompt_processor()
-        return self._prompt_utils
 
     def particle_of_step(self, step: int) -> int:
         return step % self.cfg.n_particles
@@ -154,13 +136,8 @@ class TextTo3DSystem(BaseSystem):
 
     @torch.no_grad()
     def export_outputs(self) -> List[ExportOutput]:
-        from framework import registry
-
-        if not self.cfg.exporter_type:
-            return super().export_outputs()
-        exporter = registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
-            self.cfg.exporter, prefix="system.exporter"
-        )
+        """The exporter's files for each particle (under ``particle<i>/`` when there are several)."""
+        exporter = self.make_exporter()
         outputs = []
         for i, scene in enumerate(self.particles):
             for out in exporter(scene.geometry, scene.material):

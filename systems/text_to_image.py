@@ -21,7 +21,7 @@ import torch.nn as nn
 from framework import registry
 from framework.errors import ConfigError
 from framework.utils.saving import Panel
-from systems.base import BaseSystem
+from systems.guided import GuidedSystem
 
 
 def null_camera(batch_size: int, device: torch.device) -> Dict[str, torch.Tensor]:
@@ -32,9 +32,9 @@ def null_camera(batch_size: int, device: torch.device) -> Dict[str, torch.Tensor
 
 
 @registry.register("system", "text-to-image-system")
-class TextToImageSystem(BaseSystem):
+class TextToImageSystem(GuidedSystem):
     @dataclass
-    class Config(BaseSystem.Config):
+    class Config(GuidedSystem.Config):
         n_particles: int = 4
         """Number of image particles, all updated every step (one batch)."""
         rgb_as_latents: bool = True
@@ -47,12 +47,6 @@ class TextToImageSystem(BaseSystem):
         """Std of the initial latents (or of the initial RGB logits)."""
         guidance_type: str = "stable-diffusion-vsd-guidance"
         """Registered guidance: stable-diffusion-guidance (SDS) or stable-diffusion-vsd-guidance (VSD)."""
-        guidance: Any = field(default_factory=dict)
-        """Config of the guidance."""
-        prompt_processor_type: str = "stable-diffusion-prompt-processor"
-        """Registered prompt processor."""
-        prompt_processor: Any = field(default_factory=dict)
-        """Config of the prompt processor."""
         video_fps: int = 10
         """Frame rate of the optimisation video (one frame per validation)."""
 
@@ -62,10 +56,7 @@ class TextToImageSystem(BaseSystem):
         c = self.cfg
         if c.n_particles < 1:
             raise ConfigError(f"config error: system.n_particles: must be at least 1, got {c.n_particles}")
-        self.prompt_processor = self.build(
-            "prompt_processor", c.prompt_processor_type, c.prompt_processor, "system.prompt_processor"
-        )
-        self.guidance = self.build("guidance", c.guidance_type, c.guidance, "system.guidance")
+        self.build_guidance()
         if getattr(self.guidance.cfg, "view_dependent_prompting", False):
             raise ConfigError(
                 "config error: system.guidance.view_dependent_prompting: images have no view; set it to false"
@@ -81,13 +72,6 @@ class TextToImageSystem(BaseSystem):
         else:
             shape = (c.n_particles, c.height, c.width, 3)
         self.particles = nn.Parameter(torch.randn(shape) * c.init_std)
-        self._prompt_utils = None
-
-    @property
-    def prompt_utils(self) -> Any:
-        if self._prompt_utils is None:
-            self._prompt_utils = self.prompt_processor()
-        return self._prompt_utils
 
     def images_input(self) -> torch.Tensor:
         """What the guidance receives: latents (N, C, h, w) or RGB (N, H, W, 3) in [0, 1]."""

@@ -1,0 +1,42 @@
+"""``GuidedSystem``: a system distilled by a diffusion guidance from a prompt (the text-to-3D and text-to-image
+systems). It owns the two modules both kinds share: the prompt processor and the guidance (a child module, so that a
+VSD guidance's LoRA and camera embedding form the ``guidance`` parameter group and enter checkpoints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from systems.base import BaseSystem
+
+
+class GuidedSystem(BaseSystem):
+    @dataclass
+    class Config(BaseSystem.Config):
+        guidance_type: str = "stable-diffusion-guidance"
+        """Registered guidance: stable-diffusion-guidance (SDS) or stable-diffusion-vsd-guidance (VSD)."""
+        guidance: Any = field(default_factory=dict)
+        """Config of the guidance."""
+        prompt_processor_type: str = "stable-diffusion-prompt-processor"
+        """Registered prompt processor."""
+        prompt_processor: Any = field(default_factory=dict)
+        """Config of the prompt processor."""
+
+    cfg: Config
+
+    def build_guidance(self) -> None:
+        """Build the prompt processor and the guidance (call from ``configure``)."""
+        c = self.cfg
+        self.prompt_processor = self.build(
+            "prompt_processor", c.prompt_processor_type, c.prompt_processor, "system.prompt_processor"
+        )
+        self.guidance = self.build("guidance", c.guidance_type, c.guidance, "system.guidance")
+        self._prompt_utils = None
+
+    @property
+    def prompt_utils(self) -> Any:
+        """The prompt processor's embeddings, computed on first use (cached on disk by the processor)."""
+        if self._prompt_utils is None:
+            self._prompt_utils = self.prompt_processor()
+        return self._prompt_utils
