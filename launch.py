@@ -33,8 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config; a path not found as given is looked up under configs/")
     mode = p.add_mutually_exclusive_group()
+    helps = {
+        "train": "train (and test at the end); resume=<ckpt> continues a run",
+        "validate": "render the validation views of the checkpoint given by resume=<ckpt>",
+        "test": "render the test orbit and its video for the checkpoint given by resume=<ckpt>",
+        "export": "export (e.g. a mesh) from the checkpoint given by resume=<ckpt>",
+    }
     for m in MODES:
-        mode.add_argument(f"--{m}", action="store_true", help=f"{m} (needs resume=<ckpt> for a trained model)")
+        mode.add_argument(f"--{m}", action="store_true", help=helps[m])
     p.add_argument("--gpu", default="0", help="comma-separated device ids, e.g. 0 or 0,1 (several: DDP)")
     p.add_argument("--debug", action="store_true", help="show full tracebacks of errors")
     p.add_argument(
