@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -231,6 +230,3 @@ def trial_dir(exp: ExperimentConfig) -> Path:
         trial = f"{trial}@{safe_name(exp.timestamp)}"
     return Path(exp.exp_root_dir) / safe_name(exp.name or "default") / trial
 
-
-def getenv_timestamp() -> Optional[str]:
-    return os.environ.get("FRAMEWORK_TRIAL_TIMESTAMP")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch.nn as nn
 
@@ -51,7 +51,3 @@ class BaseObject(Configurable):
     def configure(self, **kwargs: Any) -> None:  # type: ignore[override]
         """Build state from ``self.cfg``."""
 
-
-def maybe_parse(cls: type, cfg: Optional[Any]) -> Any:
-    """Parse ``cfg`` with ``cls.Config`` (kept for callers holding a plain mapping)."""
-    return parse_structured(cls.Config, cfg)

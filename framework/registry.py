@@ -11,7 +11,7 @@ name. Kinds are fixed; names follow threestudio where a module exists in both.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Type, TypeVar
+from typing import Callable, Dict, List, TypeVar
 
 from framework.errors import ConfigError
 

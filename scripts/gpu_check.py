@@ -100,7 +100,7 @@ def guidance_rows(device: torch.device, base: str, lora: str, work: Path, steps:
         base_ms = base_ms or ms
         rows.append(("guidance", f"{name}: ms/step (x SDS)", f"{ms:.1f} ({ms / base_ms:.2f}x)"))
         rows.append(("guidance", f"{name}: peak memory", _peak_gb(device)))
-        del guidance, opt
+        guidance = opt = None  # free the models before the next case
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows

@@ -12,7 +12,7 @@ final particles as PNGs and an mp4 of the optimisation built from the validation
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List
 
 import torch
