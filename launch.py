@@ -154,7 +154,9 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
             extra = f" with {n_dev} processes (DDP over gloo)" if n_dev > 1 else ""
             print(f"CUDA is not available: running on CPU{extra}", file=sys.stderr)
     n_proc = len(devices)
-    strategy = "ddp" if n_proc > 1 else "auto"
+    # Unused-parameter detection: with several particles, or a material that skips its normals in early steps, some
+    # parameters get no gradient in a step, which plain DDP rejects.
+    strategy = "ddp_find_unused_parameters_true" if n_proc > 1 else "auto"
     if n_proc > 1:
         os.environ["FRAMEWORK_TRIAL_TIMESTAMP"] = exp.timestamp  # the DDP children share the trial folder
 

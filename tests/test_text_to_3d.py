@@ -105,3 +105,28 @@ def test_export_from_a_3d_checkpoint(tiny_sd, tiny_sd_v, tiny_embedding_cache, t
     assert launch.main(["--config", "vsd.yaml", "--export", f"resume={ckpt}", "tag=export", *common]) == 0
     files = sorted(p.name for p in (tmp_path / "prolificdreamer" / "export" / "save" / "it2-export").iterdir())
     assert any(f.endswith(".obj") for f in files) and any(f.endswith(".ply") for f in files), files
+
+
+@pytest.mark.slow
+def test_two_process_ddp_vsd_with_two_particles(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path):
+    """--gpu 0,1 (CPU DDP here) with VSD and two particles: each step one particle gets gradients, the rest none."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    cmd = [
+        sys.executable, "launch.py", "--config", "vsd.yaml", "--train", "--gpu", "0,1", "system.n_particles=2",
+        "system.prompt_processor.prompt=a cat", f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}",
+        f"system.prompt_processor.cache_dir={tiny_embedding_cache}", f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
+        f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}", "data.height=16", "data.width=16",
+        "data.eval_height=16", "data.eval_width=16", "data.n_test_views=2", "system.renderer.num_samples_per_ray=8",
+        "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10",
+        "trainer.max_steps=4", "trainer.val_check_interval=4", f"exp_root_dir={tmp_path}", "use_timestamp=false",
+        "tag=ddp",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "prolificdreamer" / "ddp" / "ckpts" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert any(k.startswith("particles.1.") for k in ckpt["state_dict"])
