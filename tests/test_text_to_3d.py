@@ -130,3 +130,27 @@ def test_two_process_ddp_vsd_with_two_particles(tiny_sd, tiny_sd_v, tiny_embeddi
     ckpt = torch.load(tmp_path / "prolificdreamer" / "ddp" / "ckpts" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4
     assert any(k.startswith("particles.1.") for k in ckpt["state_dict"])
+
+
+@pytest.mark.slow
+def test_vsd_resume_is_exact(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path):
+    """Occupancy-grid updates, camera dropout, LoRA timesteps: all drawn from the step, so resume is bit-exact."""
+    common = [
+        "--config", "vsd.yaml", "--train", "system.prompt_processor.prompt=a cat",
+        f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}",
+        f"system.prompt_processor.cache_dir={tiny_embedding_cache}", f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
+        f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}", "data.height=16", "data.width=16",
+        "data.eval_height=16", "data.eval_width=16", "data.n_test_views=2", "system.renderer.num_samples_per_ray=16",
+        "system.renderer.grid_update_interval=2", "system.geometry.pos_encoding_config.n_levels=4",
+        "system.geometry.pos_encoding_config.log2_hashmap_size=10", "trainer.max_steps=6",
+        "trainer.val_check_interval=6", "checkpoint.every_n_train_steps=3", f"exp_root_dir={tmp_path}",
+        "use_timestamp=false",
+    ]
+    assert launch.main([*common, "tag=full"]) == 0
+    mid = tmp_path / "prolificdreamer" / "full" / "ckpts" / "epoch=0-step=3.ckpt"
+    assert launch.main([*common, "tag=resumed", f"resume={mid}"]) == 0
+    a = torch.load(tmp_path / "prolificdreamer" / "full" / "ckpts" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "prolificdreamer" / "resumed" / "ckpts" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and any("lora" in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
