@@ -97,6 +97,10 @@ class StableDiffusionGuidanceBase(BaseModule):
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
         max_step_percent: Schedule = 0.98
         """Upper end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
+        anneal_start_step: Optional[int] = None
+        """threestudio's VSD form of annealing: from this step on the upper end is max_step_percent_annealed."""
+        max_step_percent_annealed: float = 0.5
+        """Upper end of the timestep range from anneal_start_step on (with anneal_start_step set)."""
         sqrt_anneal: bool = False
         """HiFA's annealing: t goes deterministically from max to min step with sqrt(step / trainer_max_steps)."""
         trainer_max_steps: int = 25000
@@ -232,6 +236,8 @@ class StableDiffusionGuidanceBase(BaseModule):
         """Evaluate the timestep range and gradient clip for ``global_step``."""
         min_p = self.cfg.min_step_percent(global_step)
         max_p = self.cfg.max_step_percent(global_step)
+        if self.cfg.anneal_start_step is not None and global_step >= self.cfg.anneal_start_step:
+            max_p = self.cfg.max_step_percent_annealed
         if self.cfg.sqrt_anneal:
             progress = min(max(global_step, 0) / max(self.cfg.trainer_max_steps, 1), 1.0) ** 0.5
             start = self.cfg.max_step_percent.points[0][1]
