@@ -145,3 +145,29 @@ def test_state_dict_round_trip():
     x = torch.rand(7, 3)
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
+
+
+def test_progressive_band_hash_grid_switches_levels_on_over_training():
+    """threestudio's ProgressiveBandHashGrid: start_level levels until start_step, one more every update_steps."""
+    from framework.geometry.hash_grid import HashGridConfig, HashGridEncoding
+
+    kw = dict(n_levels=6, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4, backend="torch")
+    plain = HashGridEncoding(3, HashGridConfig(**kw))
+    prog = HashGridEncoding(3, HashGridConfig(otype="ProgressiveBandHashGrid", start_level=2, start_step=100,
+                                              update_steps=10, **kw))
+    with torch.no_grad():
+        prog.params.copy_(torch.randn_like(prog.params))
+        plain.params.copy_(prog.params)
+    x = torch.rand(64, 3)
+    full = plain(x)
+    for step, levels in [(0, 2), (100, 2), (109, 2), (110, 3), (125, 4), (10_000, 6)]:
+        prog.update_step(0, step)
+        out = prog(x)
+        assert torch.equal(out[:, : 2 * levels], full[:, : 2 * levels]), step
+        assert (out[:, 2 * levels :] == 0).all(), step
+    # the gradient reaches only the active levels' table rows
+    prog.update_step(0, 0)
+    prog(x).sum().backward()
+    first_two = sum(level.size for level in prog.levels[:2]) * 2
+    assert prog.params.grad[:first_two].abs().sum() > 0
+    assert (prog.params.grad[first_two:] == 0).all()

@@ -44,8 +44,8 @@ PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 21652197
 class HashGridConfig:
     """threestudio's ``pos_encoding_config`` for a hash grid (tiny-cuda-nn's field names)."""
 
-    otype: Literal["HashGrid"] = "HashGrid"
-    """Encoding type; the multiresolution hash grid is the one implemented."""
+    otype: Literal["HashGrid", "ProgressiveBandHashGrid"] = "HashGrid"
+    """HashGrid, or ProgressiveBandHashGrid: the same grid with its finer levels switched on over training."""
     n_levels: int = 16
     """Number of resolution levels."""
     n_features_per_level: int = 2
@@ -58,6 +58,12 @@ class HashGridConfig:
     """Resolution growth factor between levels (1.4473 with 16 levels from 16 gives a finest level of 4096)."""
     backend: Literal["auto", "torch", "tcnn"] = "auto"
     """auto: tiny-cuda-nn when importable and CUDA is available at build time, else PyTorch; or force one."""
+    start_level: int = 8
+    """ProgressiveBandHashGrid: levels active at the start (the rest output zeros)."""
+    start_step: int = 2000
+    """ProgressiveBandHashGrid: the step from which one more level is switched on every update_steps."""
+    update_steps: int = 500
+    """ProgressiveBandHashGrid: steps between two levels being switched on."""
 
 
 class LevelInfo(NamedTuple):
@@ -189,10 +195,29 @@ class HashGridEncoding(nn.Module):
         else:
             self.params = nn.Parameter(torch.empty(self.n_entries * self.n_features_per_level).uniform_(-1e-4, 1e-4))
 
+    def active_levels(self, global_step: int) -> int:
+        """Levels whose features are used at ``global_step`` (all of them for a plain HashGrid)."""
+        cfg = self.cfg
+        if cfg.otype != "ProgressiveBandHashGrid":
+            return self.n_levels
+        grown = max(global_step - cfg.start_step, 0) // max(cfg.update_steps, 1)
+        return min(cfg.start_level + grown, self.n_levels)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        """Switch on the levels of a ProgressiveBandHashGrid for ``global_step``."""
+        self.current_level = self.active_levels(global_step)
+
     def forward(self, x: Tensor) -> Tensor:
         if self.backend == "tcnn":
-            return self.tcnn(x.clamp(0.0, 1.0)).float()
-        return self._forward_torch(x)
+            enc = self.tcnn(x.clamp(0.0, 1.0)).float()
+        else:
+            enc = self._forward_torch(x)
+        level = getattr(self, "current_level", self.active_levels(0))
+        if level < self.n_levels:  # coarse to fine: the inactive levels' features are zero
+            mask = torch.zeros(self.n_output_dims, dtype=enc.dtype, device=enc.device)
+            mask[: level * self.n_features_per_level] = 1.0
+            enc = enc * mask
+        return enc
 
     def _level_indices(self, x: Tensor, level: LevelInfo) -> Tuple[Tensor, Tensor]:
         """Rows ``(N, 2^D)`` of the level's table for the vertices around each point, and their multilinear weights.

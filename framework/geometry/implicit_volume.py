@@ -98,6 +98,10 @@ class ImplicitVolume(BaseImplicitGeometry):
         raw = self.density_network(enc).reshape(*points.shape[:-1], 1)
         return self.density_act(raw + self.density_bias(points))
 
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        """The encoding's schedule (ProgressiveBandHashGrid switches on levels over training)."""
+        self.encoding.update_step(epoch, global_step, on_load_weights)
+
     def forward_density(self, points: Tensor) -> Tensor:
         """Density ``(..., 1)`` at world ``points (..., 3)``."""
         return self._density_from_encoding(self._encode(points), points)
