@@ -20,7 +20,13 @@ class Configurable:
     cfg: Any
 
     def _parse(self, cfg: Any, prefix: str = "") -> None:
+        self._prefix = prefix
         self.cfg = parse_structured(self.Config, cfg, prefix)
+
+    def key(self, field: str) -> str:
+        """The full dotted config key of one of this module's fields (``system.guidance.guidance_scale``), for errors."""
+        prefix = getattr(self, "_prefix", "")
+        return f"{prefix}.{field}" if prefix else field
 
     def configure(self) -> None:
         """Build sub-modules and buffers from ``self.cfg``; called once by the constructor."""

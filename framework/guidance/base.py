@@ -31,7 +31,6 @@ from torch import Tensor
 
 from framework.guidance.diffusion import NoiseSchedule, WeightingStrategy, classifier_free_guidance
 from framework.guidance.loading import (
-    config_key,
     freeze,
     frozen_weights_dtype,
     load_component,
@@ -125,14 +124,6 @@ class StableDiffusionGuidanceBase(BaseModule):
     cfg: Config
 
     # ----------------------------------------------------------------------------------------------- set-up
-    def _parse(self, cfg: Any, prefix: str = "") -> None:
-        self._prefix = prefix
-        super()._parse(cfg, prefix)
-
-    def key(self, field: str) -> str:
-        """Dotted config key of one of this module's fields, for error messages."""
-        return config_key(getattr(self, "_prefix", ""), field)
-
     def configure(self) -> None:
         self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
         self._frozen_device = torch.device("cpu")

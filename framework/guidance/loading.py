@@ -111,11 +111,6 @@ def load_component(cls: Any, name: str, subfolder: str, key: str, **kwargs: Any)
         raise CheckpointError(f"{key}: the weights in '{local}' cannot be read: {first[:200]}") from None
 
 
-def config_key(prefix: str, field: str) -> str:
-    """The dotted config key of ``field`` in a module parsed under ``prefix`` (for error messages)."""
-    return f"{prefix}.{field}" if prefix else field
-
-
 def frozen_weights_dtype(half_precision_weights: bool, device: torch.device) -> torch.dtype:
     """fp16 for frozen weights on CUDA when ``half_precision_weights``; fp32 elsewhere (CPU kernels want fp32)."""
     return torch.float16 if half_precision_weights and device.type == "cuda" else torch.float32

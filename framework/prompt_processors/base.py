@@ -175,15 +175,6 @@ class PromptProcessor(BaseObject):
 
     cfg: Config
 
-    def _parse(self, cfg: Any, prefix: str = "") -> None:
-        self._prefix = prefix
-        super()._parse(cfg, prefix)
-
-    def key(self, name: str) -> str:
-        """Dotted config key of a field, for error messages."""
-        prefix = getattr(self, "_prefix", "")
-        return f"{prefix}.{name}" if prefix else name
-
     def configure(self) -> None:
         cfg = self.cfg
         if not cfg.prompt.strip():
