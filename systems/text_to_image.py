@@ -54,8 +54,9 @@ class TextToImageSystem(GuidedSystem):
 
     def configure(self) -> None:
         c = self.cfg
-        if c.n_particles < 1:
-            raise ConfigError(f"config error: system.n_particles: must be at least 1, got {c.n_particles}")
+        for name in ("n_particles", "height", "width", "video_fps"):
+            if getattr(c, name) < 1:
+                raise ConfigError(f"config error: system.{name}: must be at least 1, got {getattr(c, name)}")
         self.build_guidance()
         if getattr(self.guidance.cfg, "view_dependent_prompting", False):
             raise ConfigError(
