@@ -7,8 +7,8 @@
    sampler) on the same scenes (an analytic sphere, with its closed-form opacity error, and the implicit-volume blob):
    differences and milliseconds per render.
 2. Guidance: one fp16 step (forward, backward, optimizer step) of SDS, VSD with a separate v-prediction unet_lora, and
-   VSD with a shared UNet, on SD 2.1-shaped models with random weights, from a 64x64 render (encoded at 512x512):
-   time per step and peak GPU memory.
+   VSD with a shared UNet (also with lora_train_on_estimate), on SD 2.1-shaped models with random weights, from a
+   64x64 render (encoded at 512x512): time per step and peak GPU memory.
 3. Training: configs/vsd.yaml for --train-steps steps at 64x64 with those models (the full recipe otherwise):
    seconds per step and peak memory.
 """
@@ -68,6 +68,8 @@ def guidance_rows(device: torch.device, base: str, lora: str, work: Path, steps:
         ("SDS", "stable-diffusion-guidance", {"guidance_scale": 100.0}),
         ("VSD separate", "stable-diffusion-vsd-guidance", {"pretrained_model_name_or_path_lora": lora}),
         ("VSD shared", "stable-diffusion-vsd-guidance", {"pretrained_model_name_or_path_lora": base}),
+        ("VSD shared, LoRA on estimate", "stable-diffusion-vsd-guidance",
+         {"pretrained_model_name_or_path_lora": base, "lora_train_on_estimate": True}),
     ]
     rows: List[Row] = []
     base_ms = None

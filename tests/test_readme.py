@@ -16,3 +16,12 @@ def test_readme_main_command_names_an_existing_recipe():
     for name in ["image-fitting.yaml", "vsd.yaml", "prolificdreamer.yaml", "dreamfusion-sd.yaml", "vsd-image.yaml"]:
         assert name in readme
         assert (REPO_ROOT / "configs" / name).is_file()
+
+
+def test_readme_main_job_is_the_toy_vsd_recipe_on_the_committed_prior():
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("```bash", 1)[1].split("```", 1)[0].strip().splitlines()
+    assert block[0].startswith("bash scripts/setup.sh")
+    assert block[1].startswith(".venv/bin/python launch.py --config configs/toy/vsd.yaml --train")
+    assert (REPO_ROOT / "configs" / "toy" / "vsd.yaml").is_file()
+    assert (REPO_ROOT / "load" / "toy-sd" / "model_index.json").is_file()

@@ -31,6 +31,10 @@ def overrides_for(recipe: str, tiny_sd: str, tiny_sd_v: str, cache: Path, root: 
     ]
     if "prompt_processor" not in text:
         return common + ["data.height=16", "data.width=16", "data.n_test_views=2"]
+    sizes = SMALL_IMAGE if "text-to-image-system" in text else SMALL_3D
+    if recipe.startswith("toy/"):  # the committed toy prior (load/toy-sd), which the recipe names itself
+        return common + ["system.prompt_processor.prompt=a red cube", f"system.prompt_processor.cache_dir={cache}",
+                         *sizes]
     models = [
         f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}",
         "system.prompt_processor.prompt=a photo of a cat",
@@ -39,12 +43,12 @@ def overrides_for(recipe: str, tiny_sd: str, tiny_sd_v: str, cache: Path, root: 
     ]
     if "pretrained_model_name_or_path_lora" in text and "${system.guidance" not in text:
         models.append(f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}")
-    sizes = SMALL_IMAGE if "text-to-image-system" in text else SMALL_3D
     return common + models + sizes
 
 
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_trains_validates_and_tests(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path):
+def test_recipe_trains_validates_and_tests(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # recipes name repository paths (load/toy-sd)
     argv = ["--config", recipe, "--train", *overrides_for(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path)]
     assert launch.main(argv) == 0
     (trial,) = [p for p in tmp_path.rglob("smoke") if p.is_dir()]

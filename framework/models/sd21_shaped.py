@@ -51,7 +51,7 @@ def build_sd21_shaped(
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from framework.models.tiny_sd import SD_SCHEDULER, build_clip_tokenizer
+    from framework.models.tiny_sd import SD_SCHEDULER, build_clip_tokenizer, write_sd_scheduler_config
 
     out = Path(out_dir)
     if (out / "model_index.json").is_file():
@@ -79,6 +79,7 @@ def build_sd21_shaped(
         feature_extractor=None,
         requires_safety_checker=False,
     ).save_pretrained(str(out), safe_serialization=True)
+    write_sd_scheduler_config(out)
     for f in (out / "tokenizer").iterdir():
         f.unlink()
     build_clip_tokenizer(out / "tokenizer")

@@ -87,6 +87,18 @@ SD_SCHEDULER = dict(
 )
 
 
+def write_sd_scheduler_config(folder: str | os.PathLike) -> None:
+    """Add ``"clip_sample": false`` to ``<folder>/scheduler/scheduler_config.json``, as SD repositories ship it.
+
+    PNDMScheduler has no such argument, but pipelines convert the config to DDIM or DDPM, whose default (True) clips
+    predicted clean latents to [-1, 1]: wrong for SD's latents and for the toy prior's unit-variance ones.
+    """
+    path = Path(folder) / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["clip_sample"] = False
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def clip_bpe_path() -> Path:
     """Path of OpenAI's CLIP BPE vocabulary as shipped by ``open_clip_torch`` (found without importing open_clip)."""
     spec = importlib.util.find_spec("open_clip")
@@ -174,6 +186,7 @@ def build_tiny_sd(
         requires_safety_checker=False,
     )
     pipe.save_pretrained(str(out), safe_serialization=True)
+    write_sd_scheduler_config(out)
     # Replace transformers' serialisation of the tokenizer by the files an SD 2.x repository has.
     for f in (out / "tokenizer").iterdir():
         f.unlink()

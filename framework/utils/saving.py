@@ -6,6 +6,7 @@ A grid is a row of panels, each a ``Panel``: ``rgb`` (H, W, 3) in [0, 1], ``norm
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
@@ -109,15 +110,25 @@ class Saver:
         """Write uint8 frames as an H.264 mp4 (ffmpeg from imageio-ffmpeg)."""
         if not self.enabled or not frames:
             return None
+        import importlib.util
+
         import imageio
 
         p = self.path(name)
+        if importlib.util.find_spec("imageio_ffmpeg") is None:
+            # at the end of a long run a missing encoder should not fail it: the frames are saved already
+            print(
+                f"warning: the video {p} was not written: it needs the package imageio-ffmpeg (in requirements.txt), "
+                "which is not installed; install it with 'pip install imageio-ffmpeg'",
+                file=sys.stderr,
+            )
+            return None
         h, w = frames[0].shape[:2]
         # H.264 with yuv420p needs even sizes; pad by one pixel where needed.
         ph, pw = h % 2, w % 2
         if ph or pw:
             frames = [np.pad(f, ((0, ph), (0, pw), (0, 0)), mode="edge") for f in frames]
-        with imageio.get_writer(p, fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
+        with imageio.get_writer(p, format="FFMPEG", fps=fps, codec="libx264", quality=8, macro_block_size=1) as writer:
             for f in frames:
                 writer.append_data(f)
         return p

@@ -1,0 +1,276 @@
+"""Train the toy prior and write it as a Stable Diffusion folder in diffusers format (fp16, 9 MB).
+
+    python scripts/train_toy_prior.py                      # writes load/toy-sd (about 27 minutes on 2 CPU cores)
+    python scripts/train_toy_prior.py --out /tmp/toy --quick   # a few steps of each stage, to check the pipeline
+
+Stages, each cached in --work so an interrupted run resumes at the stage it was in:
+1. data: renders of every (colour, shape) pair of ``framework.toy`` from random cameras, with their prompts;
+2. vae: an AutoencoderKL trained as a denoising autoencoder (inputs with a little Gaussian noise, clean targets;
+   foreground pixels weighted up, plus a loss on 4x-downsampled images so colours survive the white background);
+   its latent statistics are then folded into it so latents have zero mean and unit variance (scaling_factor 1.0);
+3. unet: a UNet2DConditionModel on the precomputed latents and text embeddings (v-prediction on SD's betas rescaled
+   to zero terminal SNR, see framework/models/toy_prior.py; timesteps above SNR 5 down-weighted by 5/SNR as in
+   min-SNR weighting; 10% empty prompts for classifier-free guidance; AdamW with warm-up and cosine decay; EMA
+   weights, which are the ones saved);
+4. the folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/.
+Every random number comes from --seed, so the same command gives the same model on the same machine and library
+versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from framework.models.tiny_sd import TINY_TEXT_ENCODER, build_clip_tokenizer  # noqa: E402
+from framework.models.toy_prior import (  # noqa: E402
+    TOY_SCHEDULER,
+    build_unet,
+    build_vae,
+    fold_latent_statistics,
+    latent_statistics,
+)
+from framework.toy.dataset import all_prompts, make_set  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def stage_data(work: Path, args) -> dict:
+    path = work / "data.pt"
+    if path.exists():
+        return torch.load(path)
+    t0 = time.time()
+    s = make_set(args.views_per_pair, seed=args.seed)
+    data = {"images": s.images, "prompts": s.prompts, "labels": s.labels}
+    torch.save(data, path)
+    log(f"data: {len(s.prompts)} renders in {time.time() - t0:.0f} s")
+    return data
+
+
+def vae_loss(vae, clean: torch.Tensor, gen: torch.Generator, args) -> torch.Tensor:
+    sigma = torch.rand(clean.shape[0], 1, 1, 1, generator=gen) * args.vae_input_noise
+    noisy = clean + sigma * torch.randn(clean.shape, generator=gen)
+    posterior = vae.encode(noisy).latent_dist
+    z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+    recon = vae.decode(z).sample
+    # foreground: pixels that are not the white background
+    fg = ((clean < 0.98).any(dim=1, keepdim=True)).float()
+    weight = 1.0 + (args.fg_weight - 1.0) * fg
+    err = recon - clean
+    pixel = (weight * (err.abs() + err**2)).mean()
+    coarse = F.mse_loss(F.avg_pool2d(recon, 4), F.avg_pool2d(clean, 4))
+    return pixel + 4.0 * coarse + args.kl_weight * posterior.kl().mean()
+
+
+def stage_vae(work: Path, data: dict, args):
+    from diffusers import AutoencoderKL
+
+    path = work / "vae"
+    if (path / "config.json").exists():
+        return AutoencoderKL.from_pretrained(path)
+    images = data["images"]
+    n = images.shape[0]
+    holdout = torch.arange(n) % 50 == 0
+    train = images[~holdout]
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    vae = build_vae(args.seed + 2)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.vae_lr, total_steps=args.vae_steps, pct_start=0.05)
+    t0 = time.time()
+    for step in range(args.vae_steps):
+        idx = torch.randint(0, train.shape[0], (args.vae_batch,), generator=gen)
+        clean = train[idx].float() / 127.5 - 1.0
+        loss = vae_loss(vae, clean, gen, args)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == args.vae_steps - 1:
+            log(f"vae step {step}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+    vae.eval()
+    with torch.no_grad():
+        x = images[holdout][:256].float() / 127.5 - 1.0
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        mse = F.mse_loss((recon + 1) / 2, (x + 1) / 2).item()
+    log(f"vae: {args.vae_steps} steps in {time.time() - t0:.0f} s; holdout PSNR {-10 * math.log10(mse):.1f} dB")
+    # latent statistics over the training images, folded into the VAE
+    with torch.no_grad():
+        means = torch.cat([vae.encode(train[i : i + 256].float() / 127.5 - 1.0).latent_dist.mean
+                           for i in range(0, train.shape[0], 256)])
+    mean, std = latent_statistics(means)
+    log(f"latent mean {[round(v, 2) for v in mean.tolist()]}, std {[round(v, 2) for v in std.tolist()]}")
+    fold_latent_statistics(vae, mean, std)
+    vae.save_pretrained(path)
+    return vae
+
+
+@torch.no_grad()
+def encode_all(vae, images: torch.Tensor):
+    means, stds = [], []
+    for i in range(0, images.shape[0], 256):
+        d = vae.encode(images[i : i + 256].float() / 127.5 - 1.0).latent_dist
+        means.append(d.mean)
+        stds.append(d.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def build_text(work: Path):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tok_dir = build_clip_tokenizer(work / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TINY_TEXT_ENCODER))
+    text_encoder.requires_grad_(False).eval()
+    return tokenizer, text_encoder
+
+
+@torch.no_grad()
+def embed(tokenizer, text_encoder, prompts):
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    return text_encoder(ids)[0]
+
+
+def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+
+    path = work / "unet"
+    if (path / "config.json").exists():
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel.from_pretrained(path)
+    t0 = time.time()
+    lat_mean, lat_std = encode_all(vae, data["images"])
+    prompts = all_prompts()
+    table = embed(tokenizer, text_encoder, prompts)
+    index = {p: i for i, p in enumerate(prompts)}
+    prompt_ids = torch.tensor([index[p] for p in data["prompts"]])
+    log(f"unet: latents and {len(prompts)} prompt embeddings in {time.time() - t0:.0f} s")
+
+    scheduler = DDPMScheduler(**{k: v for k, v in TOY_SCHEDULER.items() if k != "set_alpha_to_one"})
+    unet = build_unet(args.seed + 4)
+    ema = EMAModel(unet.parameters(), decay=args.ema_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=args.unet_lr, weight_decay=1e-2)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        progress = (step - args.warmup) / max(1, args.unet_steps - args.warmup)
+        floor = 0.1
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(args.seed + 5)
+    n = lat_mean.shape[0]
+    t0 = time.time()
+    running = None
+    for step in range(args.unet_steps):
+        idx = torch.randint(0, n, (args.unet_batch,), generator=gen)
+        x0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
+        cond = prompt_ids[idx].clone()
+        cond[torch.rand(args.unet_batch, generator=gen) < args.uncond_share] = index[""]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.unet_batch,), generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        pred = unet(xt, t, encoder_hidden_states=table[cond]).sample
+        target = scheduler.get_velocity(x0, noise, t)
+        weight = (args.min_snr_gamma / compute_snr(scheduler, t)).clamp(max=1.0)  # 1 where SNR <= gamma
+        loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema.step(unet.parameters())
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 200 == 0 or step == args.unet_steps - 1:
+            log(f"unet step {step}: loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)")
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    unet.save_pretrained(path)
+    log(f"unet: {args.unet_steps} steps in {time.time() - t0:.0f} s")
+    return unet
+
+
+def assemble(out: Path, vae, unet, tokenizer, text_encoder) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae.half(),
+        text_encoder=text_encoder.half(),
+        tokenizer=tokenizer,
+        unet=unet.half(),
+        scheduler=DDIMScheduler(**TOY_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        # the tokenizer as SD 2.x repositories ship it (vocab.json, merges.txt), not transformers' re-serialisation
+        shutil.rmtree(Path(tmp) / "tokenizer")
+        build_clip_tokenizer(Path(tmp) / "tokenizer")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(tmp, out)
+    out.chmod(0o755)  # copytree keeps the temporary folder's private mode
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log(f"wrote {out} ({size / 2**20:.1f} MB)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="load/toy-sd", help="the diffusers folder to write")
+    parser.add_argument("--work", default=".cache/toy-prior", help="folder of the cached stages")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline check only)")
+    parser.add_argument("--views-per-pair", type=int, default=250)
+    parser.add_argument("--vae-steps", type=int, default=700)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--vae-lr", type=float, default=2e-3)
+    parser.add_argument("--vae-input-noise", type=float, default=0.1, help="largest std of the input noise")
+    parser.add_argument("--fg-weight", type=float, default=5.0)
+    parser.add_argument("--kl-weight", type=float, default=1e-8)
+    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--unet-batch", type=int, default=48)
+    parser.add_argument("--unet-lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--ema-decay", type=float, default=0.998)
+    parser.add_argument("--min-snr-gamma", type=float, default=5.0)
+    parser.add_argument("--uncond-share", type=float, default=0.1)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.views_per_pair, args.vae_steps, args.unet_steps, args.warmup = 4, 3, 3, 1
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "args.json").write_text(json.dumps(vars(args), indent=2))
+    t0 = time.time()
+    data = stage_data(work, args)
+    vae = stage_vae(work, data, args)
+    tokenizer, text_encoder = build_text(work)
+    unet = stage_unet(work, data, vae, tokenizer, text_encoder, args)
+    assemble(Path(args.out), vae, unet, tokenizer, text_encoder)
+    log(f"total {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
