@@ -23,6 +23,7 @@ DEFAULT_PROMPTS = ["a red cube", "a green cone", "a blue torus", "a yellow mug"]
 
 def main(argv=None) -> int:
     import launch
+    from framework.errors import UserError
     from evaluate_toy import evaluate_trial  # scripts/evaluate_toy.py, beside this file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +52,11 @@ def main(argv=None) -> int:
                 if code != 0:
                     print(f"error: the run {config} / {prompt!r} failed (exit {code})", file=sys.stderr)
                     return code
-            s = evaluate_trial(trial)
+            try:
+                s = evaluate_trial(trial)
+            except UserError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             rows.append((prompt, name, s, seconds))
             print(f"{prompt} / {name}: IoU {s['iou']:.3f}, colour error {s['colour_error']:.3f}, "
                   f"{seconds:.0f} s", flush=True)

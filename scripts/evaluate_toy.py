@@ -49,13 +49,18 @@ def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optio
     from omegaconf import OmegaConf
 
     exp, cfg, _ = load_experiment(str(config), [f"data.n_test_views={n_views}"] if n_views else [])
+    ckpt_path = Path(ckpt) if ckpt else _latest_checkpoint(trial)
+    if not ckpt_path.is_file():
+        raise UserError(f"--ckpt {ckpt_path}: no such checkpoint file; give a .ckpt from the trial's ckpts/ folder")
     try:
         colour, shape = parse_prompt(str(OmegaConf.select(cfg, "system.prompt_processor.prompt", default="")))
     except KeyError as e:
         raise UserError(str(e.args[0])) from None
-    ckpt_path = Path(ckpt) if ckpt else _latest_checkpoint(trial)
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
     system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
+    if not hasattr(system, "renderer"):
+        raise UserError(f"{trial} was trained by {exp.system_type}, which renders no 3D scene; score text-to-3D "
+                        "trials (configs/toy/vsd.yaml, configs/toy/sds.yaml)")
     system.load_for_eval(str(ckpt_path))
     system.eval()
     preds, opacities, gts, covers, batches = [], [], [], [], []

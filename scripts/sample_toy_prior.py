@@ -18,12 +18,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv=None) -> int:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from framework.toy.dataset import base_prompt
-    from framework.toy.judge import colour_of, shape_of, silhouette_bank
-    from framework.toy.scenes import COLOURS, SHAPES
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="load/toy-sd")
     p.add_argument("--samples", type=int, default=4, help="samples per prompt")
@@ -32,6 +26,16 @@ def main(argv=None) -> int:
     p.add_argument("--suffix", default="", help="appended to every prompt, e.g. ', front view'")
     p.add_argument("--grid", default=None, help="PNG to write: one row per prompt")
     args = p.parse_args(argv)
+    if not (Path(args.model) / "model_index.json").is_file():
+        print(f"error: --model {args.model}: not a diffusers model folder (no model_index.json); train one with "
+              "scripts/train_toy_prior.py or give load/toy-sd", file=sys.stderr)
+        return 2
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from framework.toy.dataset import base_prompt
+    from framework.toy.judge import colour_of, shape_of, silhouette_bank
+    from framework.toy.scenes import COLOURS, SHAPES
+
     pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, use_safetensors=True,
                                                    safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

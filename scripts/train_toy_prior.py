@@ -235,7 +235,7 @@ def assemble(out: Path, vae, unet, tokenizer, text_encoder) -> None:
     log(f"wrote {out} ({size / 2**20:.1f} MB)")
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="load/toy-sd", help="the diffusers folder to write")
     parser.add_argument("--work", default=".cache/toy-prior", help="folder of the cached stages")
@@ -257,6 +257,12 @@ def main(argv=None) -> None:
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
     parser.add_argument("--uncond-share", type=float, default=0.1)
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model_index.json").is_file())):
+        # the folder is replaced at the end: refuse anything that is not an earlier model folder
+        print(f"error: --out {out} exists and is not a diffusers model folder (no model_index.json); it would be "
+              "replaced: give a new folder or an earlier output of this script", file=sys.stderr)
+        return 2
     if args.quick:
         args.views_per_pair, args.vae_steps, args.unet_steps, args.warmup = 4, 3, 3, 1
     torch.set_num_threads(args.threads)
@@ -268,9 +274,10 @@ def main(argv=None) -> None:
     vae = stage_vae(work, data, args)
     tokenizer, text_encoder = build_text(work)
     unet = stage_unet(work, data, vae, tokenizer, text_encoder, args)
-    assemble(Path(args.out), vae, unet, tokenizer, text_encoder)
+    assemble(out, vae, unet, tokenizer, text_encoder)
     log(f"total {time.time() - t0:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

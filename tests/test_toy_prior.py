@@ -63,7 +63,7 @@ def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "toy"
-    module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")])
+    assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     scheduler = DDPMScheduler.from_pretrained(str(out), subfolder="scheduler")
     assert scheduler.config.prediction_type == "v_prediction"
     assert scheduler.alphas_cumprod[-1] == 0.0  # zero terminal SNR

@@ -1,0 +1,77 @@
+"""The toy scripts' user errors: one line on stderr, exit status 2, nothing destroyed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+import launch
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = ["trainer.max_steps=1", "trainer.val_check_interval=1", "checkpoint.every_n_train_steps=1",
+         "use_timestamp=false", "tag=t"]
+SMALL_3D = ["data.height=16", "data.width=16", "data.eval_height=16", "data.eval_width=16", "data.n_val_views=1",
+            "data.n_test_views=2", "system.renderer.num_samples_per_ray=8"]
+
+
+def script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "scripts"))
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_error_line(capfd, *words):
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    assert not any("Traceback" in line for line in err), err
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+def train(config, tmp_path, monkeypatch, *extra):
+    monkeypatch.chdir(REPO)
+    assert launch.main(["--config", config, "--train", f"exp_root_dir={tmp_path}", *SMALL, *extra,
+                        f"system.prompt_processor.cache_dir={tmp_path / 'emb'}"]) == 0
+    (trial,) = [p for p in tmp_path.rglob("t") if p.is_dir() and (p / "ckpts").is_dir()]
+    return trial
+
+
+def test_training_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, capfd):
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    assert script("train_toy_prior").main(["--quick", "--out", str(tmp_path), "--work", str(tmp_path / "w")]) == 2
+    one_error_line(capfd, "--out", "model_index.json")
+    assert keep.read_text() == "mine"
+
+
+def test_sampling_needs_a_model_folder(tmp_path, capfd):
+    assert script("sample_toy_prior").main(["--model", str(tmp_path / "nothing")]) == 2
+    one_error_line(capfd, "--model", "model_index.json")
+
+
+def test_evaluation_of_a_folder_that_is_not_a_trial(tmp_path, capfd):
+    assert script("evaluate_toy").main([str(tmp_path)]) == 2
+    one_error_line(capfd, "not a trial folder")
+
+
+def test_evaluation_of_a_prompt_outside_the_toy_vocabulary_and_of_a_missing_checkpoint(tmp_path, monkeypatch, capfd):
+    trial = train("configs/toy/vsd.yaml", tmp_path, monkeypatch, "system.prompt_processor.prompt=a hamburger",
+                  *SMALL_3D)
+    capfd.readouterr()
+    evaluate = script("evaluate_toy")
+    assert evaluate.main([str(trial)]) == 2
+    one_error_line(capfd, "a hamburger", "toy shape")
+    assert evaluate.main([str(trial), "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
+    one_error_line(capfd, "--ckpt", "missing.ckpt")
+
+
+def test_evaluation_of_an_image_trial(tmp_path, monkeypatch, capfd):
+    trial = train("configs/toy/vsd-image.yaml", tmp_path, monkeypatch, "system.height=32", "system.width=32",
+                  "system.n_particles=1")
+    capfd.readouterr()
+    assert script("evaluate_toy").main([str(trial)]) == 2
+    one_error_line(capfd, "text-to-image-system", "text-to-3D")
