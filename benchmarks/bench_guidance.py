@@ -14,7 +14,7 @@ the same optimizer (one ``guidance`` parameter group). Configurations:
 * ``vsd-shared-estimate``, ``vsd-separate-estimate``: the LoRA trained on the estimate's noisy latents (one LoRA
   forward instead of two).
 
-Models: ``tiny`` is ``framework.models.tiny_sd`` (16x16 latents); ``sd21`` is a UNet and a VAE with SD 2.1's
+Models: ``tiny`` is ``lab.models.tiny_sd`` (16x16 latents); ``sd21`` is a UNet and a VAE with SD 2.1's
 configs and random weights (866 M + 84 M parameters) at ``--latent-size`` (16: a 128x128 image), written once under
 ``--work-dir``. Peak memory: on CUDA ``max_memory_allocated``; on CPU the peak resident set size during the timed
 steps (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``), weights included.
@@ -43,13 +43,13 @@ CONFIGS = {
     "vsd-separate-estimate": ("stable-diffusion-vsd-guidance", {"share_unet": False, "lora_train_on_estimate": True}),
 }
 
-from framework.models.sd21_shaped import SD21_UNET, SD21_VAE  # noqa: E402
+from lab.models.sd21_shaped import SD21_UNET, SD21_VAE  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------------- models
 def prepare_model(model: str, work_dir: Path) -> Path:
     """The model folder for ``model``, built under ``work_dir`` if it is not there yet."""
-    from framework.models.tiny_sd import SD_SCHEDULER, build_tiny_sd
+    from lab.models.tiny_sd import SD_SCHEDULER, build_tiny_sd
 
     out = work_dir / model
     if (out / "scheduler" / "scheduler_config.json").is_file():  # written last

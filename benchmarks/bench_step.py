@@ -1,7 +1,7 @@
 """One full text-to-3D training step, split into render, guidance and backward, for SDS and VSD.
 
 The recipes are configs/dreamfusion-sd.yaml (SDS) and configs/prolificdreamer.yaml (VSD, separate v-prediction
-unet_lora, and shared mode), with the tiny offline SD models built by framework/models/tiny_sd.py, at 64x64 renders
+unet_lora, and shared mode), with the tiny offline SD models built by lab/models/tiny_sd.py, at 64x64 renders
 (the ProlificDreamer stage-1 resolution) and the recipes' full-size hash grid and 512 samples per ray. The step is
 what BaseSystem.training_step does: render, guidance (forward of the frozen UNet and, for VSD, of the LoRA model),
 regularisers, and one backward of the weighted loss (the optimizer step is excluded). Medians over --repeats steps
@@ -27,7 +27,7 @@ import systems  # noqa: E402,F401
 from framework import registry  # noqa: E402
 from framework.builtin import import_builtin_modules  # noqa: E402
 from framework.experiment import load_experiment  # noqa: E402
-from framework.models.tiny_sd import build_tiny_sd  # noqa: E402
+from lab.models.tiny_sd import build_tiny_sd  # noqa: E402
 from framework.utils.seeding import generator  # noqa: E402
 from systems.regularizers import REGULARIZERS  # noqa: E402
 

@@ -4,7 +4,7 @@
     python scripts/compare_toy.py --prompts "a red cube" --configs toy/vsd.yaml --steps 200
 
 Each run is ``launch.py --config <config> --train`` with the prompt and ``trainer.max_steps`` overridden, written to
-``--out/<config name>/<prompt>``; it is then scored by ``framework.toy.evaluate`` (silhouette IoU and colour error on
+``--out/<config name>/<prompt>``; it is then scored by ``lab.toy.evaluate`` (silhouette IoU and colour error on
 the test orbit). A run whose trial folder already holds a last.ckpt is scored without retraining.
 """
 

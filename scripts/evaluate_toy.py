@@ -1,4 +1,4 @@
-"""Score finished toy text-to-3D runs against their ground-truth primitives (metrics: framework/toy/evaluate.py).
+"""Score finished toy text-to-3D runs against their ground-truth primitives (metrics: lab/toy/evaluate.py).
 
     python scripts/evaluate_toy.py outputs/toy-vsd/a_red_cube@20261126-101500 [more trial folders]
 
@@ -37,9 +37,9 @@ def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optio
     import launch
     from framework import registry
     from framework.experiment import load_experiment
-    from framework.toy.dataset import parse_prompt
-    from framework.toy.evaluate import ground_truth, scores
-    from framework.toy.scenes import SHAPES
+    from lab.toy.dataset import parse_prompt
+    from lab.toy.evaluate import ground_truth, scores
+    from lab.toy.scenes import SHAPES
 
     trial = Path(trial)
     config = trial / "configs" / "parsed.yaml"

@@ -31,7 +31,7 @@ Row = Tuple[str, str, str]
 
 
 def renderer_rows(device: str, dry_run: bool) -> List[Row]:
-    from framework.renderers.checks import agreement_report
+    from lab.render_checks import agreement_report
 
     kwargs = dict(resolution=16, num_samples_per_ray=32, samplers=("torch", "torch")) if dry_run else {}
     if dry_run:
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.dry_run:
-        from framework.models.tiny_sd import build_tiny_sd
+        from lab.models.tiny_sd import build_tiny_sd
 
         device = torch.device("cpu")
         base = str(build_tiny_sd(work / "eps", "epsilon", 0))
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_available():
             print("error: no CUDA device; run with --dry-run to check the script on CPU", file=sys.stderr)
             return 2
-        from framework.models.sd21_shaped import build_sd21_shaped
+        from lab.models.sd21_shaped import build_sd21_shaped
 
         device = torch.device("cuda")
         t0 = time.perf_counter()

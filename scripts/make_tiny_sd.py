@@ -4,7 +4,7 @@
 
 The result loads with ``from_pretrained`` like any SD checkpoint; point ``pretrained_model_name_or_path`` (and
 ``pretrained_model_name_or_path_lora``) at it to run a recipe in seconds on a CPU. The CLIP tokenizer vocabulary
-comes from the PyPI package open_clip_torch. See ``framework/models/tiny_sd.py`` for the shapes.
+comes from the PyPI package open_clip_torch. See ``lab/models/tiny_sd.py`` for the shapes.
 """
 
 import argparse
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from framework.errors import UserError  # noqa: E402
-from framework.models.tiny_sd import build_tiny_sd  # noqa: E402
+from lab.models.tiny_sd import build_tiny_sd  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -2,7 +2,7 @@
 
     python scripts/sample_toy_prior.py [--model load/toy-sd] [--samples 4] [--grid toy-samples.png]
 
-Prints the share of samples whose colour and whose shape match the prompt (framework.toy.judge), per shape and
+Prints the share of samples whose colour and whose shape match the prompt (lab.toy.judge), per shape and
 overall. Sampling: DDIM, 30 steps, classifier-free guidance 7.5, seed 0.
 """
 
@@ -32,9 +32,9 @@ def main(argv=None) -> int:
         return 2
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from framework.toy.dataset import base_prompt
-    from framework.toy.judge import colour_of, shape_of, silhouette_bank
-    from framework.toy.scenes import COLOURS, SHAPES
+    from lab.toy.dataset import base_prompt
+    from lab.toy.judge import colour_of, shape_of, silhouette_bank
+    from lab.toy.scenes import COLOURS, SHAPES
 
     pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, use_safetensors=True,
                                                    safety_checker=None, requires_safety_checker=False)

@@ -4,12 +4,12 @@
     python scripts/train_toy_prior.py --out /tmp/toy --quick   # a few steps of each stage, to check the pipeline
 
 Stages, each cached in --work so an interrupted run resumes at the stage it was in:
-1. data: renders of every (colour, shape) pair of ``framework.toy`` from random cameras, with their prompts;
+1. data: renders of every (colour, shape) pair of ``lab.toy`` from random cameras, with their prompts;
 2. vae: an AutoencoderKL trained as a denoising autoencoder (inputs with a little Gaussian noise, clean targets;
    foreground pixels weighted up, plus a loss on 4x-downsampled images so colours survive the white background);
    its latent statistics are then folded into it so latents have zero mean and unit variance (scaling_factor 1.0);
 3. unet: a UNet2DConditionModel on the precomputed latents and text embeddings (v-prediction on SD's betas rescaled
-   to zero terminal SNR, see framework/models/toy_prior.py; timesteps above SNR 5 down-weighted by 5/SNR as in
+   to zero terminal SNR, see lab/models/toy_prior.py; timesteps above SNR 5 down-weighted by 5/SNR as in
    min-SNR weighting; 10% empty prompts for classifier-free guidance; AdamW with warm-up and cosine decay; EMA
    weights, which are the ones saved);
 4. the folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/.
@@ -33,15 +33,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from framework.models.tiny_sd import TINY_TEXT_ENCODER, build_clip_tokenizer  # noqa: E402
-from framework.models.toy_prior import (  # noqa: E402
+from lab.models.tiny_sd import TINY_TEXT_ENCODER, build_clip_tokenizer  # noqa: E402
+from lab.models.toy_prior import (  # noqa: E402
     TOY_SCHEDULER,
     build_unet,
     build_vae,
     fold_latent_statistics,
     latent_statistics,
 )
-from framework.toy.dataset import all_prompts, make_set  # noqa: E402
+from lab.toy.dataset import all_prompts, make_set  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -381,7 +381,7 @@ def test_weights_saved_under_the_other_hash_grid_backends_key_load():
     """The check is the load itself: a module that renames keys while loading (the hash grid reads tiny-cuda-nn's
     ``tcnn.params`` as its own ``params``) is not refused, and a key that is really missing still is, by name."""
     from framework.errors import CheckpointError
-    from framework.geometry.hash_grid import HashGridConfig, HashGridEncoding
+    from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
     from framework.utils.checkpoint import load_state_into
 
     cfg = HashGridConfig(n_levels=2, log2_hashmap_size=8, base_resolution=4, per_level_scale=2.0, backend="torch")

@@ -13,8 +13,8 @@ import framework.prompt_processors  # noqa: F401
 from framework import registry
 from framework.config import field_docs
 from framework.errors import ConfigError, ModelNotFoundError
-from framework.models import tiny_sd as tiny_sd_module
-from framework.models.tiny_sd import build_tiny_sd
+from lab.models import tiny_sd as tiny_sd_module
+from lab.models.tiny_sd import build_tiny_sd
 
 SDS = registry.find("guidance", "stable-diffusion-guidance")
 VSD = registry.find("guidance", "stable-diffusion-vsd-guidance")

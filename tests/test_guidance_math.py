@@ -8,7 +8,7 @@ from diffusers import DDPMScheduler
 
 from framework.errors import ConfigError
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
-from framework.models.tiny_sd import SD_SCHEDULER
+from lab.models.tiny_sd import SD_SCHEDULER
 
 
 def sd_scheduler(prediction_type="epsilon"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from framework.geometry.hash_grid import HashGridConfig, HashGridEncoding, level_layout
+from framework.networks.hash_grid import HashGridConfig, HashGridEncoding, level_layout
 
 PRIMES = [1, 2654435761, 805459861]
 
@@ -149,7 +149,7 @@ def test_state_dict_round_trip():
 
 def test_progressive_band_hash_grid_switches_levels_on_over_training():
     """threestudio's ProgressiveBandHashGrid: start_level levels until start_step, one more every update_steps."""
-    from framework.geometry.hash_grid import HashGridConfig, HashGridEncoding
+    from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
 
     kw = dict(n_levels=6, n_features_per_level=2, log2_hashmap_size=10, base_resolution=4, backend="torch")
     plain = HashGridEncoding(3, HashGridConfig(**kw))

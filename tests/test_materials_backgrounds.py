@@ -10,7 +10,7 @@ import framework.backgrounds  # noqa: F401
 import framework.materials  # noqa: F401
 from framework import registry
 from framework.errors import ConfigError
-from framework.geometry.spherical_harmonics import spherical_harmonics
+from framework.networks.spherical_harmonics import spherical_harmonics
 
 
 def material(name, **cfg):

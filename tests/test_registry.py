@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from framework import registry
@@ -49,3 +51,23 @@ def test_every_registered_config_field_has_a_docstring():
             docs = field_docs(cfg_cls)
             missing += [f"{kind}:{name}.{f.name}" for f in dataclasses.fields(cfg_cls) if not docs.get(f.name)]
     assert not missing, f"fields without a docstring: {missing}"
+
+
+def test_layers_import_downwards_only():
+    """framework/ never imports systems/ or lab/; systems/ never imports lab/ (what a training run loads stays apart
+    from what only tests, scripts and benchmarks use)."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    forbidden = {"framework": ("systems", "lab"), "systems": ("lab",)}
+    offenders = []
+    for package, banned in forbidden.items():
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names = [node.module]
+                offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in banned]
+    assert offenders == []

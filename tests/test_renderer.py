@@ -11,7 +11,7 @@ import framework.materials  # noqa: F401
 import framework.renderers  # noqa: F401
 from framework import registry
 from framework.errors import ConfigError
-from framework.renderers.checks import UniformSphere, orbit_rays
+from lab.render_checks import UniformSphere, orbit_rays
 
 
 def make_renderer(geometry, material="no-material", bg_color=(1.0, 1.0, 1.0), **cfg):
@@ -330,7 +330,7 @@ def test_sphere_closed_form_matches_numerical_integration():
 
 
 def test_agreement_report_runs_on_the_cpu():
-    from framework.renderers.checks import agreement_report, format_report
+    from lab.render_checks import agreement_report, format_report
 
     small = {"pos_encoding_config": {"n_levels": 2, "log2_hashmap_size": 10, "backend": "torch"}}
     report = agreement_report("cpu", resolution=8, num_samples_per_ray=64, samplers=("torch", "torch"), blob_config=small)

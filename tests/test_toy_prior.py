@@ -1,5 +1,5 @@
 """The committed toy prior (load/toy-sd): it loads offline through the real from_pretrained path, and its samples
-for a prompt have that prompt's colour and shape (judged by framework.toy.judge, which is right on ground truth).
+for a prompt have that prompt's colour and shape (judged by lab.toy.judge, which is right on ground truth).
 
 docs/toy.md measures 81% colour and 90% shape over all 36 prompts; the bounds here are a little below that.
 """
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from framework.toy.judge import colour_of, shape_of, silhouette_bank
+from lab.toy.judge import colour_of, shape_of, silhouette_bank
 
 TOY_SD = Path(__file__).resolve().parent.parent / "load" / "toy-sd"
 PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow cylinder", "a purple torus"]

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from framework.data.cameras import camera_batch
-from framework.models.toy_prior import build_vae, fold_latent_statistics
+from lab.models.toy_prior import build_vae, fold_latent_statistics
 from framework.prompt_processors.base import view_directions
-from framework.toy.dataset import VIEW_THRESHOLDS, all_prompts, base_prompt, make_set, parse_prompt, view_prompts
-from framework.toy.evaluate import scores
-from framework.toy.judge import colour_of, foreground, shape_of, silhouette_bank
-from framework.toy.scenes import COLOURS, SHAPES, render
+from lab.toy.dataset import VIEW_THRESHOLDS, all_prompts, base_prompt, make_set, parse_prompt, view_prompts
+from lab.toy.evaluate import scores
+from lab.toy.judge import colour_of, foreground, shape_of, silhouette_bank
+from lab.toy.scenes import COLOURS, SHAPES, render
 
 
 def cams(elevation, azimuth, distance=1.5, fovy=45.0, size=64):

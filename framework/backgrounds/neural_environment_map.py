@@ -10,9 +10,9 @@ from torch import Tensor
 
 from framework import registry
 from framework.backgrounds.base import BaseBackground
-from framework.geometry.activations import get_activation
-from framework.geometry.mlp import MLPConfig, VanillaMLP
-from framework.geometry.spherical_harmonics import SphericalHarmonicsConfig, SphericalHarmonicsEncoding
+from framework.networks.activations import get_activation
+from framework.networks.mlp import MLPConfig, VanillaMLP
+from framework.networks.spherical_harmonics import SphericalHarmonicsConfig, SphericalHarmonicsEncoding
 
 
 @registry.register("background", "neural-environment-map-background")

@@ -23,10 +23,10 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import ConfigError
-from framework.geometry.activations import get_activation
+from framework.networks.activations import get_activation
 from framework.geometry.base import BaseImplicitGeometry, contract_to_unit_cube
-from framework.geometry.hash_grid import HashGridConfig, HashGridEncoding
-from framework.geometry.mlp import MLPConfig, VanillaMLP
+from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
+from framework.networks.mlp import MLPConfig, VanillaMLP
 
 NormalType = Literal["finite_difference", "finite_difference_laplacian", "analytic", "pred"]
 

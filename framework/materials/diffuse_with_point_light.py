@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.geometry.activations import get_activation
+from framework.networks.activations import get_activation
 from framework.materials.base import BaseMaterial
 
 Shading = Literal["albedo", "textureless", "diffuse"]

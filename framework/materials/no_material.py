@@ -9,8 +9,8 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import ConfigError
-from framework.geometry.activations import get_activation
-from framework.geometry.mlp import MLPConfig, VanillaMLP
+from framework.networks.activations import get_activation
+from framework.networks.mlp import MLPConfig, VanillaMLP
 from framework.materials.base import BaseMaterial
 
 @registry.register("material", "no-material")

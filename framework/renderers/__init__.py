@@ -1,1 +1,1 @@
-from framework.renderers import checks, nerf_volume_renderer, sampling  # noqa: F401
+from framework.renderers import nerf_volume_renderer, sampling  # noqa: F401

@@ -15,7 +15,7 @@ Both return packed samples (``Samples``): flat arrays of ray index and interval 
   ``(n_rays, n_samples)`` functions on the full grid of intervals (``BatchedLayout``).
 
 The two discretise the same integral differently (fixed step from the box entry vs. a fixed count per chord), so
-their renders agree up to quadrature error, which ``framework.renderers.checks`` measures.
+their renders agree up to quadrature error, which ``lab.render_checks`` measures.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Literal
 import torch.nn as nn
 from torch import Tensor
 
-from framework.geometry.activations import get_activation
+from framework.networks.activations import get_activation
 
 
 @dataclass
@@ -20,7 +20,7 @@ class MLPConfig:
     activation: Literal["ReLU"] = "ReLU"
     """Hidden activation."""
     output_activation: str = "none"
-    """Activation of the last layer (a name from framework.geometry.activations)."""
+    """Activation of the last layer (a name from framework.networks.activations)."""
     n_neurons: int = 64
     """Width of the hidden layers."""
     n_hidden_layers: int = 1

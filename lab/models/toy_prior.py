@@ -1,5 +1,5 @@
 """Architecture of the toy prior: a small Stable Diffusion (AutoencoderKL, UNet2DConditionModel, CLIP text encoder)
-sized to train on 2 CPU cores in under an hour on 64x64 renders of coloured primitives (``framework.toy``).
+sized to train on 2 CPU cores in under an hour on 64x64 renders of coloured primitives (``lab.toy``).
 
 * AutoencoderKL: 4x downsampling (64x64x3 -> 16x16x4), blocks of 16/32/64 channels, one layer each (0.68 M
   parameters). Its latents are normalised to zero mean and unit variance per channel by folding the statistics into
@@ -13,7 +13,7 @@ sized to train on 2 CPU cores in under an hour on 64x64 renders of coloured prim
   this prior learned to read each object's colour from the faint signal the schedule leaves in pure noise: samples
   took their colour from the seed, whatever the prompt or the guidance scale. At zero terminal SNR the first
   sampling step holds no signal, so colour must come from the text.
-* CLIPTextModel: the tiny random encoder of ``framework.models.tiny_sd`` (frozen; it is never trained) with the real
+* CLIPTextModel: the tiny random encoder of ``lab.models.tiny_sd`` (frozen; it is never trained) with the real
   CLIP tokenizer.
 """
 

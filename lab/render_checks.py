@@ -10,7 +10,7 @@ through the ball is ``[t0, t0 + L]``, the exact volume rendering is
 ``compare_samplers`` renders the same rays with nerfacc's CUDA sampler and the PyTorch sampler; ``agreement_report``
 does it on prepared scenes; from a GPU script::
 
-    from framework.renderers.checks import agreement_report, format_report
+    from lab.render_checks import agreement_report, format_report
     print(format_report(agreement_report("cuda")))
 """
 

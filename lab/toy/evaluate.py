@@ -3,7 +3,7 @@
 
 The trial's scene is rendered from its test orbit (the data module's ``n_test_views`` cameras at the eval elevation,
 distance and field of view) and the primitive its prompt names (``"a red cube"``) is rendered from the same cameras
-by ``framework.toy.scenes``. Two numbers, over all views together:
+by ``lab.toy.scenes``. Two numbers, over all views together:
 
 * ``iou``: silhouette IoU, pixels with rendered opacity > 0.5 against pixels the primitive covers more than half of.
   It is 1 for the right shape at the right place and orientation; a mirrored mug or a Janus object loses some.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from framework.data.cameras import camera_batch
-from framework.toy.scenes import render
+from lab.toy.scenes import render
 
 
 def ground_truth(shape: str, colour: str, batch: dict):

@@ -2,7 +2,7 @@
 
 The UNet and VAE have SD 2.1's configs (866 M and 84 M parameters); the text encoder has SD 2.x's width (1024) but two
 layers (the guidance never runs it per step: prompt embeddings are cached); the tokenizer is the real CLIP one
-(``framework.models.tiny_sd.build_clip_tokenizer``). ``sample_size`` 64 is SD 2.1-base (512 px, eps), 96 is SD 2.1
+(``lab.models.tiny_sd.build_clip_tokenizer``). ``sample_size`` 64 is SD 2.1-base (512 px, eps), 96 is SD 2.1
 (768 px, v-prediction).
 """
 
@@ -51,7 +51,7 @@ def build_sd21_shaped(
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from framework.models.tiny_sd import SD_SCHEDULER, build_clip_tokenizer, write_sd_scheduler_config
+    from lab.models.tiny_sd import SD_SCHEDULER, build_clip_tokenizer, write_sd_scheduler_config
 
     out = Path(out_dir)
     if (out / "model_index.json").is_file():

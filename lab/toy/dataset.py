@@ -18,7 +18,7 @@ from torch import Tensor
 
 from framework.data.cameras import camera_batch
 from framework.prompt_processors.base import view_directions
-from framework.toy.scenes import COLOURS, SHAPES, render
+from lab.toy.scenes import COLOURS, SHAPES, render
 
 IMAGE_SIZE = 64
 """Side of the training images (the latents are IMAGE_SIZE / 4)."""

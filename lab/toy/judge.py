@@ -1,7 +1,7 @@
 """Judging a toy image (a sample of the toy prior, a render of a toy run) without a learned classifier.
 
 * colour: the mean colour of the foreground (pixels away from the background colour), divided by its brightest
-  channel so shading cancels, matched to the nearest colour word of ``framework.toy.scenes.COLOURS`` (normalised the
+  channel so shading cancels, matched to the nearest colour word of ``lab.toy.scenes.COLOURS`` (normalised the
   same way).
 * shape: the silhouette, cropped to its bounding box and scaled to a fixed square (so distance and field of view
   cancel), matched by IoU against a bank of ground-truth silhouettes of every shape, normalised the same way and
@@ -18,8 +18,8 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
-from framework.toy.dataset import IMAGE_SIZE, sample_cameras
-from framework.toy.scenes import COLOURS, SHAPES, render
+from lab.toy.dataset import IMAGE_SIZE, sample_cameras
+from lab.toy.scenes import COLOURS, SHAPES, render
 
 BACKGROUND_DISTANCE = 0.12
 """A pixel is foreground when some channel differs this much from the background colour (images in [0, 1])."""
