@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from framework import registry
+from framework.config import PositiveInt
 from framework.module import BaseObject
 from framework.utils.export_output import ExportOutput
 
@@ -41,7 +42,7 @@ class MeshExporter(BaseObject):
         """Colour the vertices with the material's albedo."""
         save_normal: bool = False
         """Also write vertex normals (OBJ and PLY)."""
-        chunk_size: int = 65536
+        chunk_size: PositiveInt = 65536
         """Vertices per geometry/material evaluation when colouring."""
 
     cfg: Config
