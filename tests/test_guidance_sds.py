@@ -54,7 +54,7 @@ def test_sds_gradient_equals_hand_computation(model, weighting, clip, request, t
     with torch.no_grad():
         x_t = sched.add_noise(latents.detach(), noise, t)
         eps_text, eps_uncond = hand_eps(unet, sched, x_t, t, cond), hand_eps(unet, sched, x_t, t, uncond)
-    eps_cfg = eps_uncond + scale * (eps_text - eps_uncond)
+    eps_cfg = eps_text + scale * (eps_text - eps_uncond)  # threestudio's SDS guidance, as it writes it
     ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     w = 1 - ab if weighting == "sds" else ab.sqrt() * (1 - ab)
     grad = w * (eps_cfg - noise)
@@ -166,8 +166,9 @@ def test_memory_options_do_not_change_the_result(tiny_sd, tiny_prompt_utils):
 
 
 def test_text_to_image_call_without_cameras(tiny_sd, tiny_prompt_utils):
-    """Zero angles and an identity camera: no special case needed, base prompt when view-dependence is off."""
-    g = SDS({"pretrained_model_name_or_path": tiny_sd, "view_dependent_prompting": False, "guidance_scale": 1.0})
+    """Zero angles and an identity camera: no special case needed, base prompt when view-dependence is off.
+    threestudio's SDS scale 0 is the text-conditioned prediction alone."""
+    g = SDS({"pretrained_model_name_or_path": tiny_sd, "view_dependent_prompting": False, "guidance_scale": 0.0})
     latents = torch.randn(1, 4, 16, 16, requires_grad=True)
     t, noise = torch.tensor([400]), torch.randn(1, 4, 16, 16)
     zeros = dict(

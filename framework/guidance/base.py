@@ -91,7 +91,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
-        """CFG scale s in eps_uncond + s (eps_text - eps_uncond); threestudio's SDS guidance_scale s' is s = s' + 1."""
+        """Classifier-free guidance scale; each guidance states its convention (see cfg_scale)."""
         min_step_percent: Schedule = 0.02
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
         max_step_percent: Schedule = 0.98
@@ -284,6 +284,14 @@ class StableDiffusionGuidanceBase(BaseModule):
         out = unet(x.to(dtype), t, encoder_hidden_states=text_embeddings.to(dtype), class_labels=class_labels)
         return out.sample.to(torch.float32)
 
+    def cfg_scale(self) -> float:
+        """``guidance_scale`` as the diffusers-convention scale ``s`` of :func:`classifier_free_guidance`.
+
+        The base reads ``guidance_scale`` in the diffusers form; a guidance whose threestudio namesake uses another
+        form converts it here, once (SDS: threestudio's ``s'`` is ``s = s' + 1``).
+        """
+        return self.cfg.guidance_scale
+
     def pretrained_context(self) -> ContextManager:
         """Context for calls of the pretrained UNet (VSD's shared mode switches the LoRA off in it)."""
         return contextlib.nullcontext()
@@ -296,7 +304,7 @@ class StableDiffusionGuidanceBase(BaseModule):
             )
         eps = self.schedule.to_eps(out, torch.cat([noisy_latents] * 2), torch.cat([t] * 2))
         eps_text, eps_uncond = eps.chunk(2)
-        return classifier_free_guidance(eps_text, eps_uncond, self.cfg.guidance_scale)
+        return classifier_free_guidance(eps_text, eps_uncond, self.cfg_scale())
 
     # ------------------------------------------------------------------------------------------- the step
     def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:

@@ -8,7 +8,8 @@ Notation (DDPM, Ho et al. 2020; v-prediction, Salimans & Ho 2022):
 Classifier-free guidance, one convention for the whole project (diffusers, Imagen):
 ``eps_cfg = eps_uncond + s * (eps_text - eps_uncond)``. ``s = 1`` is the text-conditioned prediction alone, ``s = 0``
 the unconditional one. threestudio's SDS guidance writes ``eps_text + s' * (eps_text - eps_uncond)``, which is
-``s = s' + 1`` here (its default 100 is 101 here); its VSD guidance already uses this convention.
+``s = s' + 1`` in this form; ``stable-diffusion-guidance`` keeps threestudio's meaning of its ``guidance_scale`` and
+converts it once before calling this function. threestudio's VSD guidance already uses this convention.
 """
 
 from __future__ import annotations
