@@ -7,7 +7,9 @@ One guidance step, for renders ``rgb`` (B, H, W, 3) in [0, 1] of the scene (or l
 3. the pretrained model's guided noise prediction ``eps_cfg`` (:func:`classifier_free_guidance`, one convention),
    converted from v to eps where the model predicts v;
 4. a *baseline* the subclass provides: the sampled noise for SDS, the LoRA model's ``eps_phi`` for VSD;
-5. ``grad = w(t) (eps_cfg - baseline)``, ``nan_to_num``, optional clipping to ``[-grad_clip, grad_clip]``;
+5. ``grad = w(t) (eps_cfg - baseline)``, optional clipping of its finite entries to ``[-grad_clip, grad_clip]``;
+   a NaN/Inf (in a prediction, a weight or the latents) is kept, so the loss is non-finite and the system's
+   non-finite guard skips and reports the step: nothing is zeroed in silence;
 6. the reparameterised loss ``0.5 * ||x0 - sg(x0 - grad)||^2 / B``, whose gradient w.r.t. ``x0`` is ``grad / B``
    (the UNet Jacobian is skipped). The loss value is not an objective: watch ``grad_norm``.
 
@@ -225,6 +227,7 @@ class StableDiffusionGuidanceBase(BaseModule):
     # ----------------------------------------------------------------------------------------- schedules
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
         """Evaluate the timestep range and gradient clip for ``global_step``."""
+        self.global_step = int(global_step)
         min_p = self.cfg.min_step_percent(global_step)
         max_p = self.cfg.max_step_percent(global_step)
         if self.cfg.anneal_start_step is not None and global_step >= self.cfg.anneal_start_step:
@@ -312,10 +315,14 @@ class StableDiffusionGuidanceBase(BaseModule):
         raise NotImplementedError
 
     def reparameterised_loss(self, latents: Tensor, grad: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after ``nan_to_num`` and the scheduled clipping of ``grad``."""
-        grad = torch.nan_to_num(grad)
+        """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after the scheduled clipping of ``grad``.
+
+        Only finite entries are clipped: a NaN or Inf in ``grad`` stays, so the loss is NaN/Inf and the system's
+        non-finite guard skips and reports the step (``nan_to_num`` or clipping an Inf would hide a broken
+        prediction as a zero or bounded update).
+        """
         if self.grad_clip_val is not None:
-            grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
+            grad = torch.where(torch.isfinite(grad), grad.clamp(-self.grad_clip_val, self.grad_clip_val), grad)
         target = (latents - grad).detach()
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
         return loss, grad
