@@ -149,6 +149,17 @@ class StableDiffusionGuidanceBase(BaseModule):
             )
         self.update_step(0, 0)
 
+    def check_prompt_width(self, width: int, key: str) -> None:
+        """Refuse, in one line, text embeddings of ``width`` channels when the UNet cross-attends to another width
+        (a prompt processor on another model than the guidance); ``key`` is the prompt processor's model key."""
+        expected = int(self.models.unet.config.cross_attention_dim)
+        if width != expected:
+            raise ConfigError(
+                f"{key}: its text encoder gives {width}-wide embeddings but the UNet of "
+                f"{self.key('pretrained_model_name_or_path')} cross-attends to {expected}; use the same Stable "
+                "Diffusion model for the prompt processor and the guidance"
+            )
+
     def load_unet(self, path: str, field: str) -> nn.Module:
         """Load, freeze and apply the memory options to the UNet of ``path``."""
         from diffusers import UNet2DConditionModel

@@ -53,7 +53,18 @@ class NoiseSchedule:
                 "models can be used for score distillation"
             )
         self.num_train_timesteps: int = int(scheduler.config.num_train_timesteps)
+        if self.num_train_timesteps < 1:
+            raise ConfigError(
+                f"{key}: the model's scheduler has num_train_timesteps {self.num_train_timesteps}; a diffusion model "
+                "needs at least 1 (1000 for Stable Diffusion): fix scheduler/scheduler_config.json or use another model"
+            )
         self.alphas_cumprod: Tensor = scheduler.alphas_cumprod.detach().to(torch.float32).clone()
+        ab = self.alphas_cumprod
+        if ab.shape != (self.num_train_timesteps,) or not bool(((ab > 0) & (ab <= 1)).all()):
+            raise ConfigError(
+                f"{key}: the model's scheduler gives noise levels (alphas_cumprod) outside (0, 1] or not one per "
+                "timestep; check the betas in scheduler/scheduler_config.json"
+            )
 
     def same_forward_process(self, other: "NoiseSchedule") -> bool:
         """Whether ``other`` noises latents exactly as this schedule does."""
