@@ -40,6 +40,7 @@ from framework.guidance.loading import (
     place_frozen,
     unique,
 )
+from framework.config import Step
 from framework.errors import ConfigError
 from framework.module import BaseModule
 from framework.schedule import Schedule
@@ -98,13 +99,13 @@ class StableDiffusionGuidanceBase(BaseModule):
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
         max_step_percent: Schedule = 0.98
         """Upper end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
-        anneal_start_step: Optional[int] = None
+        anneal_start_step: Optional[Step] = None
         """threestudio's VSD form of annealing: from this step on the upper end is max_step_percent_annealed."""
         max_step_percent_annealed: float = 0.5
         """Upper end of the timestep range from anneal_start_step on (with anneal_start_step set)."""
         sqrt_anneal: bool = False
         """HiFA's annealing: t goes deterministically from max to min step with sqrt(step / trainer_max_steps)."""
-        trainer_max_steps: int = 25000
+        trainer_max_steps: Step = 25000
         """Training length that sqrt_anneal spreads its schedule over."""
         weighting_strategy: WeightingStrategy = "sds"
         """w(t): sds = 1 - alpha_bar_t, uniform = 1, fantasia3d = sqrt(alpha_bar_t) (1 - alpha_bar_t)."""
