@@ -78,3 +78,19 @@ def shrink(
                 section[key] = chosen.setdefault(value, tiny_sd_v if lora else tiny_sd)
     c["data"], c["system"] = data, system
     return c
+
+
+def overrides_between(before: Dict[str, Any], after: Dict[str, Any], prefix: str = "") -> list:
+    """The ``key=value`` command-line overrides that turn the config ``before`` into ``after`` (changed leaves only;
+    a list counts as one value). Values are written as JSON, which the launcher's YAML reader takes as written."""
+    import json
+
+    out = []
+    for key, value in after.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        old = before.get(key, object()) if isinstance(before, dict) else object()
+        if isinstance(value, dict) and isinstance(old, dict):
+            out += overrides_between(old, value, dotted)
+        elif value != old:
+            out.append(f"{dotted}={json.dumps(value)}")
+    return out

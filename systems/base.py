@@ -30,6 +30,7 @@ from framework.utils.checkpoint import check_finite, check_system, load_checkpoi
 from framework.utils.saving import Panel, Saver
 from framework.utils.seeding import derived_seed, seed_all
 from systems.fault_tolerance import NonFiniteGuard, check_savable
+from systems.loggers import LoggersConfig
 from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 
 
@@ -50,6 +51,8 @@ class BaseSystem(Configurable, pl.LightningModule):
         """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
         exporter: Any = field(default_factory=dict)
         """Config of the exporter."""
+        loggers: LoggersConfig = field(default_factory=LoggersConfig)
+        """Experiment loggers besides TensorBoard and CSV (threestudio's ``wandb`` block; see systems/loggers.py)."""
         max_nonfinite_steps: Annotated[
             int, Bounds(ge=1, hint="set at least 1 (the skipped steps in a row that stop the run)"), StepValued("count")
         ] = 5
