@@ -37,7 +37,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import CheckpointError, ConfigError
-from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
+from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
     build_camera_embedding,
@@ -47,6 +47,7 @@ from framework.guidance.camera_embedding import (
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
 from framework.guidance.lora_fit import lora_fit
+from framework.guidance.step import DistillationStep
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -238,9 +239,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         return torch.rand(n, device=device) >= self.cfg.lora_camera_dropout
 
     # ------------------------------------------------------------------------------------------- the step
-    def baseline(
+    def update(
         self, step: DistillationStep, lora_scale: Optional[float] = None, **kwargs: Any
     ) -> Tuple[Tensor, Dict[str, Any]]:
+        eps_phi, extra = self.estimate(step, lora_scale)
+        step.baseline = eps_phi
+        return step.eps_cfg - eps_phi, extra
+
+    def estimate(self, step: DistillationStep, lora_scale: Optional[float] = None) -> Tuple[Tensor, Dict[str, Any]]:
+        """``eps_phi`` at the step's ``x_t`` (no grad) and the LoRA loss (``loss_lora``, with the diagnostic)."""
         scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
         b = step.latents.shape[0]
         text = step.prompt_utils.get_text_embeddings(
