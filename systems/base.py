@@ -198,13 +198,42 @@ class BaseSystem(Configurable, pl.LightningModule):
                 total = total + weight * value
                 weighted[name] = value
         self.nonfinite.note_losses(weighted)
-        for key, value in out.items():
-            if not key.startswith("loss_") and _is_scalar(value):
-                self.log(f"train/{key}", value.detach() if torch.is_tensor(value) else float(value))
+        self._log_measurements(out)
         if not torch.is_tensor(total):
             raise self.config_error("loss", "every loss weight is zero at this step; nothing to train")
         self.log("train/loss", total.detach(), prog_bar=True)
         return total
+
+    def progress_bar_keys(self) -> Sequence[str]:
+        """Non-loss outputs of ``training_losses`` shown on the progress bar (fixed per key, as Lightning needs)."""
+        return ()
+
+    def sparse_keys(self) -> Sequence[str]:
+        """Prefixes of non-loss outputs present only at some steps (diagnostics measured every N steps)."""
+        return ()
+
+    def _log_measurements(self, out: Dict[str, Any]) -> None:
+        """Log the non-loss scalar outputs of a step as ``train/<key>``.
+
+        Outputs present at every step go through ``self.log``. Sparse ones (:meth:`sparse_keys`) go straight to the
+        loggers at the steps they exist: Lightning would repeat a ``self.log`` value at every later logged step of the
+        epoch; on the progress bar they show the last measurement. Lightning's arguments stay fixed per key.
+        """
+        shown, sparse = self.progress_bar_keys(), tuple(self.sparse_keys())
+        direct = {}
+        for key, value in out.items():
+            if key.startswith("loss_") or not _is_scalar(value):
+                continue
+            value = value.detach() if torch.is_tensor(value) else float(value)
+            if sparse and key.startswith(sparse):
+                direct[f"train/{key}"] = float(value)
+                if key in shown:
+                    self.log(f"train/{key}", value, prog_bar=True, logger=False)
+            else:
+                self.log(f"train/{key}", value, prog_bar=key in shown)
+        if direct and self._trainer is not None:
+            for logger in self.loggers:
+                logger.log_metrics(direct, step=int(self.global_step))
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:

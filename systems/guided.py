@@ -6,7 +6,7 @@ VSD guidance's LoRA and camera embedding form the ``guidance`` parameter group a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from systems.base import BaseSystem
 
@@ -34,6 +34,14 @@ class GuidedSystem(BaseSystem):
         check = getattr(self.guidance, "check_prompt_width", None)
         if check is not None:  # text width against the UNet's: one line instead of a shape error in the first step
             check(int(self.prompt_utils.text_embeddings.shape[-1]), "system.prompt_processor.pretrained_model_name_or_path")
+
+    def progress_bar_keys(self) -> Sequence[str]:
+        """The guidance's own (VSD: ``lora_fit/ratio``, measured every ``lora_fit_every`` steps)."""
+        return tuple(getattr(self.guidance, "progress_bar_keys", ()))
+
+    def sparse_keys(self) -> Sequence[str]:
+        """The guidance's diagnostics measured every N steps (VSD: ``lora_fit/``)."""
+        return tuple(getattr(self.guidance, "sparse_keys", ()))
 
     @property
     def prompt_utils(self) -> Any:
