@@ -166,7 +166,8 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
     system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
     if resume_data is not None:
-        check_resume(system, resume_data, exp.resume, mode)  # what Lightning would fail on with a traceback
+        # what Lightning would fail on with a traceback, or would silently keep from the checkpoint
+        check_resume(system, resume_data, exp.resume, mode, exp.trainer.get("max_steps"))
         resume_data = None
 
     trial = trial_dir(exp)
@@ -309,6 +310,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A path the OS refuses, met by a library that does not name it: still the user's input, still one line.
+        import errno
+
+        if args.debug or e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise
+        name = str(e.filename or "")
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+        print(f"error: the path '{shown}' cannot be used: {e.strerror}; give a shorter path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside training (while loading, building, exporting): nothing to save
         if args.debug:

@@ -74,12 +74,16 @@ LAUNCHER_CHECKPOINT_KEYS = {"dirpath"}
 
 def find_config(path: str) -> Path:
     """``path`` as given, else under ``configs/``; a clear error listing the available configs otherwise."""
+    from framework.utils.paths import path_status, special_file
+
     p = Path(path)
-    if p.is_file():
-        return p
+    for where in (p, CONFIG_DIR / path):
+        st = path_status(where, "--config")
+        if st is not None and special_file(st) is not None:
+            raise ConfigError(f"config file '{where}' is {special_file(st)}, not a file; give a YAML file")
+        if st is not None and where.is_file():
+            return where
     candidate = CONFIG_DIR / path
-    if candidate.is_file():
-        return candidate
     available = sorted(str(q.relative_to(CONFIG_DIR)) for q in CONFIG_DIR.rglob("*.yaml"))
     raise ConfigError(
         f"config file '{path}' not found (looked at {p} and {candidate}); "
@@ -161,6 +165,64 @@ def _parse_overrides(overrides: Sequence[str]) -> Any:
         raise
 
 
+MAX_RESOLVED_CHARACTERS = 1_000_000
+"""The largest a config value may grow by interpolation (``b: ${a}${a}``, ``c: ${b}${b}``, ... doubles each time)."""
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][\w.\-\[\]]*)\}")
+
+
+def check_interpolation_sizes(cfg: Any, config_path: Path) -> None:
+    """Refuse, before OmegaConf resolves anything, a value whose interpolations would expand beyond
+    ``MAX_RESOLVED_CHARACTERS`` (a chain of ``${a}${a}`` exhausts memory in seconds).
+
+    The size of a value is bounded from its text: its own characters plus the sizes of the nodes it references
+    (``${x.y}``, also inside a resolver's arguments; a referenced mapping or list counts all its values). Resolvers
+    return at most about the size of their arguments (``rmspace``, ``basename``; the arithmetic ones are bounded in
+    magnitude), so the bound holds for them too.
+    """
+    container = OmegaConf.to_container(cfg, resolve=False)
+    sizes: Dict[str, int] = {}
+    busy: set = set()
+
+    def node(key: str) -> Any:
+        value: Any = container
+        for part in re.split(r"\.|\[|\]", key):
+            if part == "":
+                continue
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return None
+        return value
+
+    def size(key: str, value: Any) -> int:
+        if key in sizes:
+            return sizes[key]
+        if key in busy:  # a cycle: OmegaConf reports it itself
+            return 0
+        busy.add(key)
+        if isinstance(value, dict):
+            total = sum(size(f"{key}.{k}" if key else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            total = sum(size(f"{key}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str):
+            total = len(value) + sum(size(ref, node(ref)) for ref in _REFERENCE.findall(value))
+        else:
+            total = len(str(value))
+        busy.discard(key)
+        sizes[key] = total
+        if total > MAX_RESOLVED_CHARACTERS and isinstance(value, str):
+            raise ConfigError(
+                f"config error: {key}: its interpolations would expand to about {total:.3g} characters (more than "
+                f"{MAX_RESOLVED_CHARACTERS}); break the chain of references (in {config_path})"
+            )
+        return total
+
+    size("", container)
+
+
 def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
     """Load, override, resolve and validate. Returns ``(ExperimentConfig, raw OmegaConf config, config path)``."""
     register_resolvers()
@@ -186,6 +248,7 @@ def load_experiment(path: str, overrides: Sequence[str] = ()) -> tuple:
     dotlist = _parse_overrides(overrides)
     try:
         cfg = OmegaConf.merge(raw, dotlist)
+        check_interpolation_sizes(cfg, config_path)
         container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""

@@ -63,6 +63,8 @@ class Schedule:
             return value
         if _is_number(value):
             return Schedule([(0, float(value))])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{key}: schedule values must be finite numbers, got {value!r}")
         if isinstance(value, (list, tuple)):
             return _parse_list(list(value), key)
         if isinstance(value, dict):

@@ -69,6 +69,7 @@ class BaseSystem(Configurable, pl.LightningModule):
         self._save_dir: Optional[Path] = None
         self.saver = Saver(None)
         self._loaded_step = 0
+        self.resume_hyperparameters: List[Dict[str, Any]] = []  # set by systems.preflight.check_resume
         self._losses_checked: Optional[frozenset] = None  # the loss names checked against the weights
         self.configure()
         if self.cfg.weights:
@@ -125,6 +126,14 @@ class BaseSystem(Configurable, pl.LightningModule):
 
     def on_validation_start(self) -> None:
         self._on_eval_start()
+
+    def on_train_start(self) -> None:
+        """Apply the optimizer hyperparameters the config changed since the resumed checkpoint (after Lightning has
+        restored the optimizer's state from it), so that the run follows its config (see ``check_resume``)."""
+        for optimizer in self.trainer.optimizers[:1]:
+            for group, changes in zip(optimizer.param_groups, self.resume_hyperparameters):
+                group.update(changes)
+        self.resume_hyperparameters = []
 
     def on_test_start(self) -> None:
         self._on_eval_start()

@@ -38,8 +38,8 @@ def procedural_image(height: int, width: int) -> torch.Tensor:
     return (base * (1 - disc) + colour * disc).clamp(0, 1)
 
 
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-"""Largest target image read (pixels): a bigger file is refused before it is decoded."""
+MAX_IMAGE_VALUES = 256 * 1024 * 1024
+"""Largest target image read (pixels x channels, 8192 x 8192 RGBA): a bigger file is refused before it is decoded."""
 
 
 def load_image(path: str, height: int, width: int, key: str = "data.image_path") -> torch.Tensor:
@@ -58,15 +58,17 @@ def load_image(path: str, height: int, width: int, key: str = "data.image_path")
         props = iio.improps(path)
     except Exception as e:
         raise config_error(key, f"cannot read '{path}' as an image ({_first_line(e)})") from None
-    if props.shape is not None and int(np.prod(props.shape[:2])) > MAX_IMAGE_PIXELS:
+    if props.shape is not None and int(np.prod(props.shape)) > MAX_IMAGE_VALUES:
         raise config_error(
-            key, f"'{path}' is {props.shape[1]}x{props.shape[0]} pixels, more than the {MAX_IMAGE_PIXELS} read; "
-            "give a smaller image (it is resampled to data.height x data.width anyway)"
+            key, f"'{path}' has shape {tuple(props.shape)}, more than the {MAX_IMAGE_VALUES} values read; give a "
+            "smaller image (it is resampled to data.height x data.width anyway)"
         )
     try:
         array = np.asarray(iio.imread(path))
     except Exception as e:
         raise config_error(key, f"cannot read '{path}' as an image ({_first_line(e)})") from None
+    if array.ndim == 4 and array.shape[0] == 1:  # a one-frame animation or one-page stack: that image
+        array = array[0]
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
