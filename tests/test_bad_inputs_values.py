@@ -8,7 +8,6 @@ table, which the docs test compares with the page.
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,6 @@ from framework import registry
 from framework.experiment import CONFIG_DIR, ExperimentConfig, load_experiment
 from framework.schedule import Schedule
 from lab.compressed_schedule import (
-    MIN_GAP,
     StepMap,
     compress,
     config_dataclasses,
