@@ -8,13 +8,14 @@ keys (checked against Lightning's ``Trainer`` and ``ModelCheckpoint``).
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import inspect
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -68,7 +69,7 @@ class ExperimentConfig:
 # OmegaConf built-in resolvers a config must not reach: ``oc.coerce`` imports any module its argument names
 # (``${oc.coerce:some.module.x,1}``), which runs that module's import-time code.
 # Trainer arguments the launcher owns; setting them in the config would conflict.
-LAUNCHER_TRAINER_KEYS = {"accelerator", "devices", "strategy", "logger", "callbacks", "default_root_dir"}
+LAUNCHER_TRAINER_KEYS = {"accelerator", "devices", "strategy", "logger", "callbacks", "default_root_dir", "plugins"}
 LAUNCHER_CHECKPOINT_KEYS = {"dirpath"}
 
 
@@ -296,3 +297,75 @@ def trial_dir(exp: ExperimentConfig) -> Path:
         trial = f"{trial}@{safe_name(exp.timestamp)}"
     return Path(exp.exp_root_dir) / safe_name(exp.name or "default") / trial
 
+
+
+MAX_SAME_NAME_TRIALS = 1000
+"""How many runs may share one timestamp (or resume the same step) before a trial folder is refused."""
+
+
+def reserve_trial_dir(exp: ExperimentConfig, resume_step: Optional[int] = None) -> Tuple[Path, List[Path]]:
+    """Create the run's trial folder, empty and unique, and return it with the folders created for it.
+
+    The name is ``trial_dir(exp)``. Timestamped runs that start in the same second get ``-2``, ``-3``, ...; each
+    name is claimed with an atomic ``mkdir``, so two processes never share a folder. With ``use_timestamp: false`` an
+    existing folder is refused, as always, except for a run given ``resume=`` (the command printed by an interrupted
+    run), which then gets ``<tag>@resume-step<N>`` (``-2``, ... if that exists too) beside the folder it continues,
+    which is never overwritten. The caller removes the created folders again (:func:`release_trial_dir`) if the run
+    stops before writing into them.
+    """
+    from framework.errors import UserError
+
+    base = trial_dir(exp)
+    candidates = [base]
+    if exp.use_timestamp:
+        candidates += [base.with_name(f"{base.name}-{i}") for i in range(2, MAX_SAME_NAME_TRIALS)]
+    elif resume_step is not None:
+        resumed = f"{base.name}@resume-step{int(resume_step)}"
+        candidates += [base.with_name(resumed)]
+        candidates += [base.with_name(f"{resumed}-{i}") for i in range(2, MAX_SAME_NAME_TRIALS)]
+    parent = base.parent
+    created = _missing_ancestors(parent)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        for candidate in candidates:
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            return candidate, [candidate, *created]
+    except OSError as e:
+        release_trial_dir(created)
+        if isinstance(e, FileExistsError) or e.errno in (errno.ENOTDIR,):
+            blocking = next((p for p in [parent, *parent.parents] if p.exists()), parent)
+            raise UserError(
+                f"cannot create the trial folder {base}: {blocking} is a file, not a folder; "
+                "set exp_root_dir=<a writable folder>"
+            ) from None
+        raise UserError(
+            f"cannot write the trial folder {base}: {e.strerror or e}; set exp_root_dir=<a writable folder>"
+        ) from None
+    release_trial_dir(created)
+    raise UserError(
+        f"trial folder {base} exists already and is never overwritten; set use_timestamp=true or another tag"
+    )
+
+
+def _missing_ancestors(folder: Path) -> List[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    from framework.utils.paths import path_status
+
+    missing = []
+    folder = Path(folder).absolute()
+    while path_status(folder, "the trial folder") is None and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def release_trial_dir(created: Sequence[Path]) -> None:
+    """Remove the folders ``reserve_trial_dir`` created, deepest first, if they are still empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            break

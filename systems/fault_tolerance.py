@@ -33,7 +33,6 @@ Semantics, stated once (docs/bad-inputs.md repeats them for users):
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -45,7 +44,7 @@ import torch
 from pytorch_lightning.callbacks import Checkpoint
 
 from framework.errors import CheckpointError, UserError
-from framework.utils.checkpoint import few, nonfinite_tensors
+from framework.utils.checkpoint import atomic_copy, few, nonfinite_tensors
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -144,9 +143,7 @@ class InterruptCheckpoint(Checkpoint):
         try:
             trainer.save_checkpoint(path, weights_only=False)
             if trainer.is_global_zero:
-                tmp = last.with_name(f".last.ckpt.{os.getpid()}.tmp")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, last)
+                atomic_copy(path, last)
             trainer.strategy.barrier("interrupt-checkpoint")
         finally:
             self._saving = False

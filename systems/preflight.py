@@ -104,6 +104,23 @@ LIGHTNING_BOUNDS = {
 run, or never end it, or change it in silence."""
 
 
+def check_checkpoint_filename(values: Dict[str, Any], source: Callable[[str], str]) -> None:
+    """``checkpoint.filename`` names a file inside the trial's ``ckpts/`` folder: no absolute path, no ``..``.
+
+    Lightning joins it to its folder as given, so ``../../x`` or ``/etc/x`` would write anywhere; a subfolder
+    (``stage1/{step}``) stays inside and is allowed.
+    """
+    name = values.get("filename")
+    if name is None:
+        return
+    parts = Path(str(name)).parts
+    if Path(str(name)).is_absolute() or ".." in parts or str(name).startswith("~") or "\0" in str(name):
+        raise ConfigError(
+            f"config error: checkpoint.filename: {str(name)!r} would write outside the trial's ckpts/ folder; give a "
+            f"name inside it, e.g. '{{epoch}}-{{step}}' (in {source('checkpoint.filename')})"
+        )
+
+
 def build_lightning(what: str, build: Callable[[], Any], values: Dict[str, Any]) -> Any:
     """``build()``, with Lightning's rejection of a config value turned into one line naming the section."""
     try:

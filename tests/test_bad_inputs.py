@@ -331,16 +331,16 @@ def test_out_disk_full(tmp_path, capsys, monkeypatch):
 
 def test_out_disk_full_while_training(tmp_path, capsys, monkeypatch):
     """The disk fills up at step 4: one line, and the checkpoints of steps 1-3 stay complete."""
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+    from systems.atomic_checkpoint import AtomicCheckpointIO
 
-    original = TorchCheckpointIO.save_checkpoint
+    original = AtomicCheckpointIO.save_checkpoint
 
     def save(self, checkpoint, path, storage_options=None):
         if checkpoint["global_step"] >= 4:
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", save)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
     argv = ["--config", "image-fitting.yaml", "--train", *FAST, "trainer.max_steps=8",
             "checkpoint.every_n_train_steps=1"]
     line = check(argv, ROWS["out-disk-full-while-training"], tmp_path, capsys, leaves_nothing=False)

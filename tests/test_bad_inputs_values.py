@@ -16,7 +16,7 @@ import torch
 import launch
 import re
 
-from tests.test_bad_inputs import FAST, IMAGE, SD, Row, check, one_error_line, rows
+from tests.test_bad_inputs import FAST, IMAGE, ROWS, SD, Row, check, one_error_line, rows
 
 def fill(items, files):
     """``{name}`` replaced by the path of that file (other braces, such as YAML flow mappings, are kept)."""
@@ -70,6 +70,13 @@ VALUES = rows(
         "config error: system.renderer.near_plane: 5.0 is not below far_plane (1.0); set near_plane < far_plane"),
 )
 
+RUNS = rows(
+    Row("cfg-loss-weights-all-zero", [*IMAGE, "trainer.max_steps=10", "system.loss.lambda_mse=[5,1.0,0.0,6]",
+                                      "system.loss.lambda_l1=0"],
+        "config error: system.loss: every loss weight is zero at step 6 (losses: l1, mse); nothing would train from "
+        "there", False),
+)
+
 INTERPOLATIONS = rows(
     Row("cfg-interpolation-explodes", ["--config", "{chain_yaml}", "--train"],
         "config error: x16: its interpolations would expand to about"),
@@ -90,6 +97,11 @@ FILES = rows(
         "config file '{fifo}' is a FIFO (named pipe), not a file; give a YAML file"),
     Row("ckpt-fifo", [*IMAGE, "resume={fifo}"], "resume '{fifo}' is a FIFO (named pipe), not a checkpoint file"),
     Row("weights-fifo", [*IMAGE, "system.weights={fifo}"], "system.weights '{fifo}' is a FIFO (named pipe)"),
+    Row("out-checkpoint-filename", [*IMAGE, "checkpoint.filename=../../x"],
+        "config error: checkpoint.filename: '../../x' would write outside the trial's ckpts/ folder; give a name "
+        "inside it, e.g. '{epoch}-{step}'"),
+    Row("out-checkpoint-filename-absolute", [*IMAGE, "checkpoint.filename=/tmp/x"],
+        "config error: checkpoint.filename: '/tmp/x' would write outside the trial's ckpts/ folder"),
     Row("path-too-long-resume", [*IMAGE, f"resume={LONG}"], "cannot be used: the path is too long for the file system"),
     Row("path-too-long-config", ["--config", LONG, "--train"],
         "cannot be used: the path is too long for the file system"),
@@ -181,7 +193,7 @@ def v(tmp_path_factory):
     return {k: str(p) for k, p in files.items()}
 
 
-@pytest.mark.parametrize("row", VALUES + INTERPOLATIONS + FILES + DAMAGED)
+@pytest.mark.parametrize("row", VALUES + RUNS + INTERPOLATIONS + FILES + DAMAGED)
 def test_bad_value(row, v, tmp_path, capsys):
     check(fill(row.argv, v), fill([row.words], v)[0], tmp_path, capsys, row.leaves_nothing)
 
@@ -236,6 +248,19 @@ def test_bad_model_file(row, models, tiny_sd, tiny_sd_v, tiny_embedding_cache, t
              *[f"system.{k}.pretrained_model_name_or_path={tiny_sd}" for k in ("prompt_processor", "guidance")
                if not any(a.startswith(f"system.{k}.pretrained_model_name_or_path=") for a in argv)]]
     check(argv, fill([row.words], models)[0], tmp_path, capsys)
+
+
+ROWS["cfg-wandb-without-package"] = (
+    "config error: system.loggers.wandb.enable: is true but the package wandb is not installed; install it "
+    "(pip install wandb) or set system.loggers.wandb.enable=false"
+)
+
+
+def test_cfg_wandb_without_package(tmp_path, capsys, monkeypatch):
+    from systems import loggers
+
+    monkeypatch.setattr(loggers, "wandb_available", lambda: False)  # whether or not it is installed here
+    check([*IMAGE, "+system.loggers.wandb.enable=true"], ROWS["cfg-wandb-without-package"], tmp_path, capsys)
 
 
 # ------------------------------------------------------------------------------------------------ read correctly

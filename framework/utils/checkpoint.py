@@ -1,12 +1,17 @@
-"""Reading checkpoints safely: no code runs on load, and every way a file can be wrong gets one clear line."""
+"""Reading checkpoints safely (no code runs on load, and every way a file can be wrong gets one clear line), and
+writing them atomically in their own folder (a kill at any moment leaves the previous file intact)."""
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
 import re
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import torch
 
@@ -224,3 +229,91 @@ def few(items: list, n: int = 4) -> str:
     """The first ``n`` items and the count, for one-line messages: ``[a, b, ...] (7)``."""
     shown = ", ".join(items[:n])
     return f"[{shown}{', ...' if len(items) > n else ''}] ({len(items)})"
+
+
+# ---------------------------------------------------------------------------------------------- atomic writes
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_beside(path: Path) -> Tuple[int, Path]:
+    """A new temporary file in ``path``'s own folder (so on its file system), named ``.<name>.<pid>.<random>.tmp``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    return fd, Path(tmp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is at every moment either its old content or all of the new one.
+
+    The bytes go to a temporary file in the same folder (the same file system: never TMPDIR, whose copy across file
+    systems is not atomic and whose lack of room would be blamed on the trial folder), are flushed to disk
+    (``fsync``), and the file replaces ``path`` in one ``os.replace``. A process killed meanwhile leaves the old file
+    intact (and at worst the temporary, which :func:`remove_stale_temporaries` removes); an error removes it.
+    """
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` written atomically (see :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(buffer.getbuffer(), path)
+
+
+def atomic_copy(source: str | Path, path: str | Path) -> None:
+    """Copy ``source`` to ``path`` atomically (see :func:`atomic_write_bytes`), streaming rather than in memory."""
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
+            shutil.copyfileobj(src, f, 16 * 1024 * 1024)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path) -> List[Path]:
+    """Remove the temporaries of atomic writes in ``folder`` whose writing process is gone (killed mid-write)."""
+    removed = []
+    for p in Path(folder).glob(f".*{TEMPORARY_SUFFIX}"):
+        found = re.fullmatch(r"\.(.+)\.(\d+)\.[^.]+" + re.escape(TEMPORARY_SUFFIX), p.name)
+        if found is None or int(found.group(2)) == os.getpid():
+            continue
+        pid = int(found.group(2))
+        try:
+            os.kill(pid, 0)
+            continue  # still running: its write may be in progress
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
