@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import PositiveFloat
 from framework.module import BaseModule
 from framework.renderers.raster_context import RasterContext, make_context
 from framework.renderers.nerf_volume_renderer import _SubModules
@@ -67,7 +68,7 @@ class NVDiffRasterizer(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene's bounding box (threestudio's field; the rasterizer draws the whole mesh)."""
         context_type: Literal["gl", "cuda"] = "gl"
         """nvdiffrast's context: gl (OpenGL; EGL on a headless machine) or cuda; unused by the PyTorch back end."""
