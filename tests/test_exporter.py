@@ -214,3 +214,53 @@ def test_export_outputs_are_plain_files(scene):
     for f in exporter(fmt="glb", texture_size=64)(geometry, material):
         assert isinstance(f, ExportOutput) and isinstance(f.data, bytes)
         assert trimesh.load(io.BytesIO(f.data), file_type="glb").geometry
+
+
+@pytest.mark.slow
+def test_threestudio_export_command_on_a_stage_1_checkpoint(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path, capsys):
+    """threestudio's README export command, on a trained implicit-volume (about 40 s on 2 cores): the textured OBJ
+    loads, and its texture shows the checkpoint's field; a bad format is one line and exit 2."""
+    import launch
+    from framework.builtin import import_builtin_modules
+    from framework.utils.checkpoint import load_checkpoint, state_dict_of
+
+    import_builtin_modules()
+    train = [
+        f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}", "system.prompt_processor.prompt=a cat",
+        f"system.prompt_processor.cache_dir={tiny_embedding_cache}",
+        f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
+        f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}", "data.height=16", "data.width=16",
+        "data.eval_height=16", "data.eval_width=16", "data.n_test_views=2", "system.renderer.num_samples_per_ray=8",
+        "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10",
+        "system.geometry.isosurface_resolution=32", "system.geometry.isosurface_threshold=auto",
+        f"exp_root_dir={tmp_path}", "use_timestamp=false", "tag=train", "trainer.max_steps=2",
+    ]
+    assert launch.main(["--config", "vsd.yaml", "--train", *train]) == 0
+    trial = tmp_path / "prolificdreamer" / "train"
+    command = ["--config", str(trial / "configs" / "parsed.yaml"), "--export", f"resume={trial / 'ckpts' / 'last.ckpt'}",
+               "system.exporter_type=mesh-exporter", "system.exporter.fmt=obj-mtl", "tag=export"]
+    assert launch.main(command) == 0
+    folder = tmp_path / "prolificdreamer" / "export" / "save" / "it2-export"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.mtl", "model.obj", "texture_kd.jpg"]
+    mesh = load_one(folder / "model.obj")
+    assert mesh.visual.kind == "texture" and mesh.visual.material.image.size == (1024, 1024)
+    # the trained field: the checkpoint's geometry and material, evaluated at the sampled surface points
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(trial / "configs" / "parsed.yaml"), resolve=True)["system"]
+    geometry = registry.find("geometry", cfg["geometry_type"])(cfg["geometry"])
+    material = registry.find("material", cfg["material_type"])(cfg["material"])
+    state = state_dict_of(load_checkpoint(trial / "ckpts" / "last.ckpt"), trial / "ckpts" / "last.ckpt")
+    for prefix, module in (("particles.0.geometry.", geometry), ("particles.0.material.", material)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    points, colours = texture_colours_at_samples(mesh)
+    with torch.no_grad():
+        p = torch.tensor(points, dtype=torch.float32)
+        expected = material.export(**geometry.export(p))["albedo"].numpy()
+    error = np.abs(colours - expected)
+    assert error.mean() < 0.03, error.mean()
+    capsys.readouterr()
+    assert launch.main([*command[:-2], "system.exporter.fmt=fbx", "tag=bad"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "system.exporter.fmt: expected one of 'obj-mtl', 'obj', 'ply', 'glb'" in err[0]
+    assert not (tmp_path / "prolificdreamer" / "bad").exists()
