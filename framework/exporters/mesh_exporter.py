@@ -33,7 +33,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
-import numpy as np
 import torch
 
 from framework import registry
