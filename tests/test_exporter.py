@@ -237,8 +237,9 @@ def test_threestudio_export_command_on_a_stage_1_checkpoint(tiny_sd, tiny_sd_v, 
     ]
     assert launch.main(["--config", "vsd.yaml", "--train", *train]) == 0
     trial = tmp_path / "prolificdreamer" / "train"
-    command = ["--config", str(trial / "configs" / "parsed.yaml"), "--export", f"resume={trial / 'ckpts' / 'last.ckpt'}",
-               "system.exporter_type=mesh-exporter", "system.exporter.fmt=obj-mtl", "tag=export"]
+    command = ["--config", str(trial / "configs" / "parsed.yaml"), "--export",
+               f"resume={trial / 'ckpts' / 'last.ckpt'}", "system.exporter_type=mesh-exporter",
+               "system.exporter.fmt=obj-mtl", "tag=export"]
     assert launch.main(command) == 0
     folder = tmp_path / "prolificdreamer" / "export" / "save" / "it2-export"
     assert sorted(p.name for p in folder.iterdir()) == ["model.mtl", "model.obj", "texture_kd.jpg"]

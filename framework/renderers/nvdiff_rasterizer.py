@@ -127,8 +127,7 @@ class NVDiffRasterizer(BaseModule):
         bg_color: Optional[Tensor] = None,
         **kwargs: Any,
     ) -> Dict[str, Any]:
-        """Render ``B`` views ``mvp_mtx (B, 4, 4)`` from ``camera_positions (B, 3)`` lit from ``light_positions (B, 3)``.
-        """
+        """Render ``B`` views: ``mvp_mtx (B, 4, 4)``, ``camera_positions (B, 3)``, ``light_positions (B, 3)``."""
         batch_size = mvp_mtx.shape[0]
         height, width = int(height), int(width)
         mesh = self.geometry.isosurface()
