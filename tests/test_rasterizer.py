@@ -291,6 +291,15 @@ def test_silhouette_gradient_moves_vertices_towards_the_target_outline():
 
 
 # ------------------------------------------------------------------------------------------------ devices
+def test_gpu_check_rows_run_on_cpu():
+    from lab.raster_checks import gpu_check_rows
+
+    rows = {check: value for _, check, value in gpu_check_rows("cpu", dry_run=True)}
+    assert rows["box: torch-cpu vs torch-cpu: coverage_mismatch_fraction"] == "0"
+    assert float(rows["sphere: torch-cpu vs torch-cpu: faces"]) == 1280
+    assert float(rows["sphere: torch-cpu vs torch-cpu: ms_torch_cpu"]) > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors_give_the_cpu_result():
     batch = camera(64)
