@@ -209,6 +209,19 @@ def test_user_errors_name_the_full_key(scene, monkeypatch):
     exporter(fmt="ply")(geometry, material)  # no UVs needed: works without xatlas
 
 
+def test_a_material_without_albedo_gives_a_warning_and_no_colours(scene, capsys):
+    geometry, _ = scene
+
+    class Unlit(registry.find("material", "no-material")):
+        def export(self, features, **kwargs):
+            return {}
+
+    files = exporter(fmt=["obj-mtl", "ply"], texture_size=32)(geometry, Unlit({}))
+    assert [f.filename for f in files] == ["model.obj", "model.mtl", "model.ply"]  # no texture file
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "system.exporter.save_texture: the material (Unlit) exports no albedo" in err[0]
+
+
 def test_export_outputs_are_plain_files(scene):
     geometry, material = scene
     for f in exporter(fmt="glb", texture_size=64)(geometry, material):
