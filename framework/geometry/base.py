@@ -15,12 +15,13 @@ Normals point outward: along the negative density gradient.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Tuple, Union
+from typing import Annotated, Any, Dict, Literal, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from framework.config import Bounds, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from framework.errors import UserError
 from framework.geometry.mesh import Mesh
 from framework.module import BaseModule
@@ -60,7 +61,7 @@ class BaseGeometry(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene's bounding box, centered at the origin."""
 
     cfg: Config
@@ -84,17 +85,17 @@ class BaseImplicitGeometry(BaseGeometry):
         """Whether the field can be meshed (export)."""
         isosurface_method: Literal["mc-cpu"] = "mc-cpu"
         """Meshing method: marching cubes on the CPU (PyMCubes)."""
-        isosurface_resolution: int = 128
+        isosurface_resolution: Annotated[int, Bounds(ge=2, le=1024)] = 128
         """Grid vertices per axis for marching cubes."""
         isosurface_threshold: Union[float, Literal["auto"]] = 25.0
         """Density of the surface; auto: the mean density of the grid points with density above 1e-5."""
-        isosurface_chunk: int = 65536
+        isosurface_chunk: NonNegativeInt = 65536
         """Points per field evaluation while meshing (0: all at once)."""
         isosurface_coarse_to_fine: bool = True
         """Mesh once on the bounding box, then again on the mesh's box enlarged by 10% (finer detail)."""
         isosurface_remove_outliers: bool = True
         """Drop small disconnected pieces of the mesh."""
-        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
+        isosurface_outlier_n_faces_threshold: Union[NonNegativeInt, NonNegativeFloat] = 0.01
         """Smaller pieces are dropped: an int is a face count, a float a fraction of the largest piece's faces."""
 
     cfg: Config
@@ -126,14 +127,15 @@ class BaseImplicitGeometry(BaseGeometry):
         if not field.min() < threshold < field.max():
             raise UserError(
                 f"isosurface: no surface at density {threshold:g} (the density on the grid lies in "
-                f"[{field.min():g}, {field.max():g}]); set geometry.isosurface_threshold inside that range or to auto"
+                f"[{field.min():g}, {field.max():g}]); set {self.key('isosurface_threshold')} inside that range "
+                "or to auto"
             )
         return marching_cubes(field, threshold, bbox.cpu().numpy()), threshold, field
 
     def isosurface(self) -> Mesh:
         """Mesh the surface ``field == isosurface_threshold`` by marching cubes (positions in world units)."""
         if not self.cfg.isosurface:
-            raise UserError("isosurface: disabled by geometry.isosurface: false")
+            raise UserError(f"isosurface: disabled by {self.key('isosurface')}: false")
         mesh, _, _ = self._isosurface(self.bbox)
         if self.cfg.isosurface_coarse_to_fine and mesh.n_faces > 0:
             vmin, vmax = mesh.v_pos.amin(dim=0).to(self.bbox), mesh.v_pos.amax(dim=0).to(self.bbox)
