@@ -67,8 +67,9 @@ SCHEDULER_STEPS: Dict[str, str] = {
 SCHEDULER_NOT_STEPS: Dict[str, str] = {"T_mult": "a factor between restart periods"}
 """Scheduler arguments whose names look step-valued but are not."""
 
-STEP_LIKE_NAME = re.compile(r"step|milestone|interval|until|iter|epoch|_every|^every", re.IGNORECASE)
-"""Names of integer fields that look like training-step quantities; each must be declared (or listed as not)."""
+STEP_LIKE_NAME = re.compile(r"(?<!time)step|milestone|interval|until|iter|epoch|_every|^every", re.IGNORECASE)
+"""Names of integer fields that look like training-step quantities; each must be declared (or listed as not).
+Diffusion timesteps (``lora_fit_timesteps``) are another quantity and do not match."""
 
 
 @dataclasses.dataclass
@@ -144,6 +145,8 @@ class StepMap:
         return self.table[step]
 
     def duration(self, steps: int) -> int:
+        if steps == 0:
+            return 0  # "never" (StepsOrNever) stays never
         if steps > 0 and self.max_steps % steps == 0 and self.max_steps // steps in self.events:
             return self.length // (self.max_steps // steps)
         return max(1, round(steps * self.scale))

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
+from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, StepsOrNever
 from framework.errors import CheckpointError, ConfigError
 from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
@@ -107,7 +107,7 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
-        lora_fit_every: NonNegativeInt = 100
+        lora_fit_every: StepsOrNever = 100
         """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; 0: never. Make N a
         multiple of trainer.log_every_n_steps so that every measurement is written."""
         lora_fit_timesteps: List[NonNegativeInt] = field(default_factory=lambda: [100, 300, 500, 700, 900])
