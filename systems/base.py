@@ -269,6 +269,8 @@ class BaseSystem(Configurable, pl.LightningModule):
         checkpoint["framework"] = {
             "system_type": getattr(type(self), "registered_name", type(self).__name__),
             "global_step": int(self.global_step),
+            "optimizer": self.cfg.optimizer.name,
+            "scheduler": self.cfg.scheduler.name if self.cfg.scheduler is not None else None,
         }
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

@@ -164,6 +164,17 @@ def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str, max_st
             f"resume '{path}' is at step {step}, which is not below trainer.max_steps ({max_steps}): there is nothing "
             f"left to train; raise trainer.max_steps to continue, or use --test / --export with resume={path}"
         )
+    meta = data.get("framework") or {}
+    for what, saved_name, name in (
+        ("optimizer", meta.get("optimizer"), system.cfg.optimizer.name),
+        ("scheduler", meta.get("scheduler", False), system.cfg.scheduler.name if system.cfg.scheduler else None),
+    ):
+        if saved_name is not False and saved_name is not None and name is not None and saved_name != name:
+            raise CheckpointError(
+                f"resume '{path}' was trained with the {what} {saved_name}, this config uses {name} "
+                f"(system.{what}.name), whose state cannot continue {saved_name}'s; resume with {saved_name}, or "
+                f"start a new run from its weights with system.weights={path}"
+            )
     built = system.configure_optimizers()
     optimizer = built["optimizer"] if isinstance(built, dict) else built
     expected = optimizer.param_groups
@@ -205,7 +216,22 @@ def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str, max_st
             f"resume '{path}' was saved with {n_sched} learning-rate scheduler(s), this config has {want} "
             "(system.scheduler); resume with the config it was trained with"
         )
+    if want and data["lr_schedulers"]:
+        check_scheduler_arguments(system.cfg.scheduler, built["lr_scheduler"]["scheduler"], data["lr_schedulers"][0],
+                                  path)
     system.resume_hyperparameters = changed_hyperparameters(system, saved, expected, path, scheduled=want > 0)
+
+
+def check_scheduler_arguments(cfg: Any, scheduler: Any, saved: Dict[str, Any], path: str) -> None:
+    """A scheduler's saved state replaces its arguments when Lightning restores it: an argument the config changes
+    (``system.scheduler.args.step_size``) would be silently ignored, so it is refused, naming the values."""
+    for name, value in cfg.args.items():
+        if name in saved and hasattr(scheduler, name) and not _same(saved[name], getattr(scheduler, name)):
+            raise CheckpointError(
+                f"resume '{path}': system.scheduler.args.{name} is {getattr(scheduler, name)!r} but the run was "
+                f"trained with {saved[name]!r}, and the scheduler's saved state would keep {saved[name]!r}; resume "
+                f"with {name}: {saved[name]!r}, or start a new run from its weights with system.weights={path}"
+            )
 
 
 _NOT_HYPERPARAMETERS = {"params", "name", "initial_lr"}
@@ -230,7 +256,11 @@ def changed_hyperparameters(
     for old, new in zip(saved, expected):
         diff = {}
         for key, value in new.items():
-            if key in _NOT_HYPERPARAMETERS or key not in old:
+            if key in _NOT_HYPERPARAMETERS:
+                continue
+            if key not in old:  # a hyperparameter the saved optimizer did not have: the config's value
+                diff[key] = value
+                shown.append(f"{new.get('name', '?')} {key} (new) {value}")
                 continue
             before = old.get("initial_lr", old[key]) if (key == "lr" and scheduled) else old[key]
             if not _same(before, value):

@@ -135,6 +135,14 @@ DAMAGED = rows(
     Row("ckpt-past-max-steps", [*IMAGE, "resume={good}", "trainer.max_steps=2"],
         "is at step 2, which is not below trainer.max_steps (2): there is nothing left to train; raise "
         "trainer.max_steps to continue"),
+    Row("ckpt-optimizer-changed", [*IMAGE, "resume={good}", "trainer.max_steps=4", "system.optimizer.name=SGD"],
+        "was trained with the optimizer Adam, this config uses SGD (system.optimizer.name), whose state cannot "
+        "continue Adam's"),
+    Row("ckpt-scheduler-argument-changed",
+        [*IMAGE, "resume={with_scheduler}", "+system.scheduler.name=StepLR", "+system.scheduler.args.step_size=20",
+         "trainer.max_steps=4"],
+        "system.scheduler.args.step_size is 20 but the run was trained with 10, and the scheduler's saved state "
+        "would keep 10"),
     Row("ckpt-lr-under-scheduler",
         [*IMAGE, "resume={with_scheduler}", "+system.scheduler.name=StepLR", "+system.scheduler.args.step_size=10",
          "trainer.max_steps=4", "system.optimizer.params={field.grid: {lr: 0.5}}"],

@@ -109,7 +109,8 @@ def check_structure(data: Dict[str, Any], path: str | Path, what: str = "checkpo
     if bad:
         raise damaged("the weights", f"hold values that are not tensors at {few([str(k) for k in bad])}")
     meta = data.get("framework") or {}
-    if not isinstance(meta.get("system_type", ""), str) or not isinstance(meta.get("global_step", 0), int):
+    names_ok = all(isinstance(meta.get(k), (str, type(None))) for k in ("optimizer", "scheduler"))
+    if not (isinstance(meta.get("system_type", ""), str) and isinstance(meta.get("global_step", 0), int) and names_ok):
         raise damaged("'framework'", f"holds {str(meta)[:80]!r}, not a system type and a step")
     streak = (data.get("fault_tolerance") or {}).get("nonfinite_streak", 0)
     if not isinstance(streak, int) or isinstance(streak, bool) or streak < 0:
