@@ -36,6 +36,8 @@ BatchSize = Annotated[int, Bounds(ge=1, le=4096)]
 """Cameras per training batch (each renders a whole image)."""
 Views = Annotated[int, Bounds(ge=1, le=100000)]
 """Validation or test views (one rendered image each)."""
+MAX_RAYS_PER_BATCH = 1 << 26
+"""Most rays of one training batch (64 M: 256 cameras of 512x512), beyond which no renderer fits in memory."""
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
@@ -119,6 +121,13 @@ class RandomCameraDataModule(BaseDataModule):
                     key,
                     f"has {len(values)} stages but another of height/width/batch_size has {n}; give each the same "
                     "number of values (or a single value)",
+                )
+        for h, w, b in zip(self.heights, self.widths, self.batch_sizes):
+            if h * w * b > MAX_RAYS_PER_BATCH:
+                raise self.config_error(
+                    "batch_size",
+                    f"{b} cameras of {h}x{w} are {h * w * b} rays per step, more than {MAX_RAYS_PER_BATCH}; lower "
+                    "batch_size or the image size",
                 )
         milestones = list(cfg.resolution_milestones)
         if n == 1:
