@@ -189,7 +189,7 @@ class PromptProcessorOutput:
     def get_text_embeddings_perp_neg(
         self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        """Perp-Neg's ``[pos (B); uncond (B); neg (2B)]`` (4B, N, C) embeddings and negative weights (B, 2).
+        """Perp-Neg's ``[pos; uncond; neg_1; neg_2]`` (4B, N, C) embeddings and negative weights (B, 2).
 
         threestudio's construction (:mod:`framework.prompt_processors.perp_neg`); needs view-dependent prompts.
         """
