@@ -319,3 +319,26 @@ def test_perp_neg_is_refused_where_a_rule_has_none(tiny_sd, tiny_embedding_cache
     with pytest.raises(ConfigError, match="use_perp_neg"):
         run(guidance("stable-diffusion-csd-guidance", tiny_sd),
             prompts(tiny_sd, tiny_embedding_cache, use_perp_neg=True), draws[0], torch.tensor([100, 200]), draws[1])
+
+
+def test_sds_bridge_recipe_reaches_its_second_stage(tiny_sd, tiny_embedding_cache, tmp_path, monkeypatch):
+    """configs/sds-bridge.yaml with its stage switch moved to step 1: both stages run, as logged per step."""
+    import csv
+    from pathlib import Path
+
+    import launch
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    argv = ["--config", "sds-bridge.yaml", "--train", f"exp_root_dir={tmp_path}", "use_timestamp=false", "tag=b",
+            "trainer.max_steps=2", "trainer.val_check_interval=2", "checkpoint.every_n_train_steps=2",
+            "system.guidance.stage_two_start_step=1", "system.prompt_processor.prompt=a photo of a cat",
+            f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}",
+            f"system.prompt_processor.cache_dir={tiny_embedding_cache}",
+            f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
+            "data.height=16", "data.width=16", "data.eval_height=16", "data.eval_width=16", "data.n_val_views=1",
+            "data.n_test_views=2", "system.renderer.num_samples_per_ray=8",
+            "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10"]
+    assert launch.main(argv) == 0
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    stages = {int(r["step"]): float(r["train/stage"]) for r in csv.DictReader(metrics.open()) if r.get("train/stage")}
+    assert stages == {0: 1.0, 1: 2.0}, stages
