@@ -28,10 +28,8 @@ class GuidedSystem(BaseSystem):
     def build_guidance(self) -> None:
         """Build the prompt processor and the guidance (call from ``configure``)."""
         c = self.cfg
-        self.prompt_processor = self.build(
-            "prompt_processor", c.prompt_processor_type, c.prompt_processor, "system.prompt_processor"
-        )
-        self.guidance = self.build("guidance", c.guidance_type, c.guidance, "system.guidance")
+        self.prompt_processor = self.build("prompt_processor", c.prompt_processor_type, c.prompt_processor)
+        self.guidance = self.build("guidance", c.guidance_type, c.guidance)
         self._prompt_utils = None
         check = getattr(self.guidance, "check_prompt_width", None)
         if check is not None:  # text width against the UNet's: one line instead of a shape error in the first step

@@ -25,8 +25,9 @@ def fit_of(g, latents, tiny_prompt_utils):
 @pytest.mark.parametrize("lora_model", ["tiny_sd_v", "tiny_sd"])
 def test_values_equal_hand_computation(lora_model, request, tiny_sd, tiny_prompt_utils, tmp_path):
     path = request.getfixturevalue(lora_model)
+    torch.manual_seed(0)  # LoRA A and camera-embedding initialisation: the same whatever ran before
     g = vsd(tiny_sd, path, zero_init_camera_embedding=False)
-    perturb(g)
+    perturb(g, scale=0.2)
     latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     fit = fit_of(g, latents, tiny_prompt_utils)
 
@@ -52,7 +53,7 @@ def test_values_equal_hand_computation(lora_model, request, tiny_sd, tiny_prompt
     assert fit["lora_fit/ratio"] == pytest.approx(lora / frozen, rel=1e-4)
     for i, t in enumerate(TIMESTEPS):
         assert fit[f"lora_fit/ratio_t{t}"] == pytest.approx(per_t["lora"][i] / per_t["frozen"][i], rel=1e-4)
-    assert abs(fit["lora_fit/ratio"] - 1.0) > 1e-4  # the perturbed LoRA differs: the check can fail
+    assert abs(fit["lora_fit/ratio"] - 1.0) > 2e-3  # the perturbed LoRA differs: the check can fail
 
 
 def test_a_learning_lora_falls_below_one_and_a_frozen_one_stays_at_one(tiny_sd, tiny_prompt_utils):
