@@ -94,7 +94,8 @@ def test_csd_and_its_negative_variant(tiny_sd, tiny_embedding_cache, draws, step
 
 
 def test_nfsd(tiny_sd, tiny_embedding_cache, draws):
-    """w(t)(delta_D + s delta_C): delta_C = eps_y - eps_null; delta_D = eps_null - eps_neg for t < 200, else eps_null."""
+    """w(t)(delta_D + s delta_C): delta_C = eps_y - eps_null; delta_D = eps_null - eps_neg for t < 200, else
+    eps_null."""
     latents, noise = draws
     t = torch.tensor([120, 700])
     _, grad = run(guidance("stable-diffusion-nfsd-guidance", tiny_sd, guidance_scale=7.5),
@@ -337,7 +338,8 @@ def test_sds_bridge_recipe_reaches_its_second_stage(tiny_sd, tiny_embedding_cach
             f"system.guidance.pretrained_model_name_or_path={tiny_sd}",
             "data.height=16", "data.width=16", "data.eval_height=16", "data.eval_width=16", "data.n_val_views=1",
             "data.n_test_views=2", "system.renderer.num_samples_per_ray=8",
-            "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10"]
+            "system.geometry.pos_encoding_config.n_levels=4",
+            "system.geometry.pos_encoding_config.log2_hashmap_size=10"]
     assert launch.main(argv) == 0
     (metrics,) = tmp_path.rglob("metrics.csv")
     stages = {int(r["step"]): float(r["train/stage"]) for r in csv.DictReader(metrics.open()) if r.get("train/stage")}

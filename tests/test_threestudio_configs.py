@@ -31,6 +31,8 @@ OVERRIDES = {
     "prolificdreamer.yaml": [],
     "dreamfusion-sd.yaml": [],
     "prolificdreamer-scene.yaml": [],
+    "hifa.yaml": [],
+    "prolificdreamer-hifa.yaml": [],
 }
 STEPS = 3
 """Training steps of each short run (a size: the run's length)."""
