@@ -31,6 +31,8 @@ OVERRIDES = {
     "prolificdreamer.yaml": [],
     "dreamfusion-sd.yaml": [],
     "prolificdreamer-scene.yaml": [],
+    "hifa.yaml": [],
+    "prolificdreamer-hifa.yaml": [],
 }
 STEPS = 3
 """Training steps of each short run (a size: the run's length)."""
@@ -253,3 +255,28 @@ def test_wandb_enabled_without_the_package_is_one_line(monkeypatch, tmp_path, ca
     assert ("error: config error: system.loggers.wandb.enable: is true but the package wandb is not installed; "
             "install it (pip install wandb) or set system.loggers.wandb.enable=false") in err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name,loss", [("hifa.yaml", "sds"), ("prolificdreamer-hifa.yaml", "vsd")])
+def test_hifa_configs_mean_threestudios_annealing_and_image_loss(name, loss, tiny_sd, tiny_embedding_cache):
+    """sqrt_anneal: t = (max - min) (1 - sqrt(step / trainer_max_steps)) + min, one t per step, as threestudio's
+    update_step; use_img_loss returns loss_<name>_img, which lambda_<name>_img (0.01) weights."""
+    exp, raw = parsed(name)
+    written = dict(raw["system"]["guidance"], pretrained_model_name_or_path=tiny_sd)
+    if "pretrained_model_name_or_path_lora" in written:
+        written["pretrained_model_name_or_path_lora"] = tiny_sd
+    g = registry.find("guidance", exp.system.guidance_type)(written)
+    assert g.cfg.use_img_loss and g.cfg.sqrt_anneal
+    for step in (0, 1, 100, 6250, 12000, 24999, 25000):
+        percentage = (float(step) / g.cfg.trainer_max_steps) ** 0.5
+        lo, hi = threestudio_C(written["min_step_percent"], step), written["max_step_percent"]
+        curr = (hi - lo) * (1 - percentage) + lo
+        g.update_step(0, step)
+        assert g.min_step == g.max_step == int(1000 * curr), step
+    pu = registry.find("prompt_processor", "stable-diffusion-prompt-processor")(
+        {"pretrained_model_name_or_path": tiny_sd, "prompt": "a cat", "cache_dir": str(tiny_embedding_cache)})()
+    out = g(torch.rand(1, 32, 32, 3), pu, elevation=torch.zeros(1), azimuth=torch.zeros(1),
+            camera_distances=torch.ones(1), c2w=torch.eye(4)[None])
+    assert torch.isfinite(out[f"loss_{loss}_img"]) and out[f"loss_{loss}_img"] > 0
+    weight = raw["system"]["loss"][f"lambda_{loss}_img"]
+    assert exp.system.loss[f"lambda_{loss}_img"](0) == 0.01 == threestudio_C(weight, 0)
