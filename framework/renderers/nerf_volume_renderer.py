@@ -33,6 +33,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import ConfigError
+from framework.geometry.base import BaseImplicitGeometry
 from framework.module import BaseModule
 from framework.renderers.sampling import Samples, render_weights, sample_nerfacc, sample_torch
 
@@ -114,10 +115,15 @@ class NeRFVolumeRenderer(BaseModule):
         cfg = self.cfg
         if cfg.num_samples_per_ray < 1:
             raise ConfigError("config error: renderer.num_samples_per_ray: must be at least 1")
-        if material.requires_normal and not getattr(geometry, "has_normal", True):
+        if not isinstance(geometry, BaseImplicitGeometry):
             raise ConfigError(
-                f"config error: geometry.normal_type: the material ({type(material).__name__}) needs normals; "
-                "set normal_type to finite_difference, analytic or pred"
+                f"config error: {self._prefix or 'renderer'}_type: nerf-volume-renderer integrates a density field, "
+                f"which {type(geometry).__name__} does not have (it is a surface); render it with nvdiff-rasterizer"
+            )
+        if material.requires_normal and not geometry.has_normal:
+            raise ConfigError(
+                f"config error: {geometry.key('normal_type')}: the material ({type(material).__name__}) needs "
+                "normals; set normal_type to finite_difference, analytic or pred"
             )
         r = cfg.radius
         self.register_buffer("bbox", torch.tensor([[-r, -r, -r], [r, r, r]], dtype=torch.float32))
@@ -148,7 +154,7 @@ class NeRFVolumeRenderer(BaseModule):
     def computes_normals(self) -> bool:
         """Whether a render asks the geometry for normals."""
         wanted = self.material.requires_normal or self.cfg.return_comp_normal
-        return bool(wanted and getattr(self.geometry, "has_normal", True))
+        return bool(wanted and self.geometry.has_normal)
 
     # ---------------------------------------------------------------------------------------------- occupancy grid
     def _occ_eval_fn(self, x: Tensor) -> Tensor:
