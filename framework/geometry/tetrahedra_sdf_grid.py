@@ -36,9 +36,6 @@ from framework.geometry.marching_tetrahedra import cells_for_resolution, marchin
 from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
 from framework.networks.mlp import MLPConfig, VanillaMLP
 
-AXES = {"+x": (1, 0, 0), "+y": (0, 1, 0), "+z": (0, 0, 1), "-x": (-1, 0, 0), "-y": (0, -1, 0), "-z": (0, 0, -1)}
-
-
 @registry.register("geometry", "tetrahedra-sdf-grid")
 class TetrahedraSDFGrid(BaseExplicitGeometry):
     """Deformable tetrahedral grid with an SDF per vertex, meshed by differentiable marching tetrahedra."""
@@ -63,14 +60,14 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
         mlp_network_config: MLPConfig = field(default_factory=MLPConfig)
         """The texture field's MLP (features from the encoding)."""
         shape_init: Optional[str] = None
-        """Initial shape: sphere (shape_init_params: radius), ellipsoid (shape_init_params: three semi-axes), or
-        mesh:<path> (a mesh file, scaled so its largest coordinate is shape_init_params); null: none."""
+        """Initial shape: sphere (shape_init_params: radius) or ellipsoid (shape_init_params: three semi-axes);
+        null: none. threestudio's mesh:<file> is refused with a message (not supported here)."""
         shape_init_params: Optional[Any] = None
         """Parameters of shape_init (see there)."""
         shape_init_mesh_up: str = "+z"
-        """mesh: the mesh file's up axis (+x, +y, +z, -x, -y, -z), turned to the world's +z."""
+        """threestudio's up axis of a mesh:<file> shape (accepted for its configs; mesh files are not supported)."""
         shape_init_mesh_front: str = "+x"
-        """mesh: the mesh file's front axis, turned to the world's +x."""
+        """threestudio's front axis of a mesh:<file> shape (accepted for its configs; mesh files are not supported)."""
         force_shape_init: bool = False
         """Accepted for threestudio configs, no effect: shape_init is always applied when the geometry is built, and
         loaded weights or a conversion replace it."""
@@ -194,52 +191,16 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
             size = torch.tensor([_positive_number(p, self.key("shape_init_params"), "semi-axes") for p in params])
             sdf = (points / size.to(points)).norm(dim=-1, keepdim=True) - 1.0  # a pseudo distance, as threestudio's
         elif isinstance(kind, str) and kind.startswith("mesh:"):
-            sdf = self._mesh_sdf(kind[len("mesh:"):], points)
+            raise ConfigError(
+                f"config error: {self.key('shape_init')}: mesh:<file> initialisation is not supported (sphere and "
+                "ellipsoid are); start from a stage-1 run with system.geometry_convert_from instead"
+            )
         else:
             raise ConfigError(
                 f"config error: {self.key('shape_init')}: unknown shape '{kind}'; use sphere, ellipsoid or "
                 "mesh:<path>, or null"
             )
         self.sdf.copy_(sdf.to(self.sdf))
-
-    def _mesh_sdf(self, path: str, points: Tensor) -> Tensor:
-        """Signed distance (negative inside) of the mesh file ``path`` at ``points (V, 3)``."""
-        from pathlib import Path
-
-        import numpy as np
-
-        from framework.geometry.mesh_distance import signed_distance
-
-        cfg = self.cfg
-        scale = _positive_number(cfg.shape_init_params, self.key("shape_init_params"), "a scale")
-        for name in ("shape_init_mesh_up", "shape_init_mesh_front"):
-            if getattr(cfg, name) not in AXES:
-                raise ConfigError(f"config error: {self.key(name)}: expected one of {', '.join(AXES)}, got "
-                                  f"{getattr(cfg, name)!r}")
-        if cfg.shape_init_mesh_up[1] == cfg.shape_init_mesh_front[1]:
-            raise ConfigError(
-                f"config error: {self.key('shape_init_mesh_front')}: must be orthogonal to shape_init_mesh_up "
-                f"({cfg.shape_init_mesh_up}), got {cfg.shape_init_mesh_front}"
-            )
-        if not Path(path).is_file():
-            raise ConfigError(f"config error: {self.key('shape_init')}: mesh file '{path}' does not exist")
-        import trimesh
-
-        try:
-            loaded = trimesh.load(path, force="mesh", process=False)
-        except Exception as e:  # trimesh raises many types for unreadable files
-            raise ConfigError(f"config error: {self.key('shape_init')}: cannot read '{path}' as a mesh: {e}") from None
-        vertices = np.asarray(loaded.vertices, dtype=np.float64)
-        faces = np.asarray(loaded.faces, dtype=np.int64)
-        if len(faces) == 0:
-            raise ConfigError(f"config error: {self.key('shape_init')}: '{path}' holds no triangles")
-        vertices = vertices - vertices.mean(0)
-        up, front = np.array(AXES[cfg.shape_init_mesh_up], float), np.array(AXES[cfg.shape_init_mesh_front], float)
-        to_mesh = np.stack([front, np.cross(up, front), up], axis=1)  # columns: the world's x, y, z in mesh axes
-        vertices = vertices / np.abs(vertices).max() * scale @ to_mesh  # mesh axes -> world axes
-        return signed_distance(
-            torch.as_tensor(vertices, dtype=torch.float32), torch.as_tensor(faces), points.float().cpu()
-        ).to(points)[:, None]
 
     # ------------------------------------------------------------------ conversion
     @classmethod
