@@ -57,7 +57,7 @@ def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optio
     except KeyError as e:
         raise UserError(str(e.args[0])) from None
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
-    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
+    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed, resumed=True)
     if not hasattr(system, "renderer"):
         raise UserError(f"{trial} was trained by {exp.system_type}, which renders no 3D scene; score text-to-3D "
                         "trials (configs/toy/vsd.yaml, configs/toy/sds.yaml)")

@@ -54,10 +54,11 @@ class BaseSystem(pl.LightningModule):
 
     cfg: Any
 
-    def __init__(self, cfg: Any = None, seed: int = 0):
+    def __init__(self, cfg: Any = None, seed: int = 0, resumed: bool = False):
         super().__init__()
         self.cfg = parse_structured(self.Config, cfg, "system")
         self.seed = seed
+        self.resumed = resumed  # a checkpoint will replace the weights: configure may skip initialising them
         check_max_nonfinite_steps(self.cfg.max_nonfinite_steps)
         self.nonfinite = NonFiniteGuard(self.cfg.max_nonfinite_steps)
         self._stepped: List[Any] = []

@@ -130,6 +130,18 @@ class BaseGeometry(BaseModule):
         """Quantities at ``points`` that an exporter uses (e.g. vertex colours); none by default."""
         return {}
 
+    @classmethod
+    def create_from(
+        cls, other: "BaseGeometry", cfg: Any = None, prefix: str = "system.geometry", copy_net: bool = False, **kwargs: Any
+    ) -> "BaseGeometry":
+        """A geometry of this type configured by ``cfg`` and initialised from ``other`` (a conversion between stages,
+        ``system.geometry_convert_from``); ``copy_net`` also takes ``other``'s texture field. None by default."""
+        raise ConfigError(
+            f"config error: {prefix}_type: {getattr(cls, 'registered_name', cls.__name__)} cannot be initialised from "
+            f"a {getattr(type(other), 'registered_name', type(other).__name__)} (system.geometry_convert_from); "
+            "convert into tetrahedra-sdf-grid"
+        )
+
 
 class Isosurface(NamedTuple):
     """A mesh extracted from a sampled field, with the samples it came from (what a DMTet conversion starts from)."""
