@@ -108,43 +108,15 @@ def test_last_names_the_newest_trial(tmp_path):
 
 
 # ------------------------------------------------------------------ mesh regularisers
-def octahedron():
+def test_stage_regularisers_are_the_mesh_ones():
+    """The geometry stage's losses are the Mesh's (tests/test_mesh.py checks those against closed forms)."""
+    from framework.geometry.mesh import Mesh
+
     v = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
-    faces = []
-    for sx in (0, 1):
-        for sy in (2, 3):
-            for sz in (4, 5):
-                tri = [sx, sy, sz]
-                a, b, c = v[tri]
-                if torch.dot(torch.linalg.cross(b - a, c - a), a + b + c) < 0:
-                    tri = [sx, sz, sy]
-                faces.append(tri)
-    return v, torch.tensor(faces)
-
-
-def test_mesh_regularisers_against_closed_forms():
-    v, f = octahedron()
-    out = {"mesh": SimpleNamespace(v_pos=v, t_pos_idx=f)}
-    # vertex normals of the octahedron are the vertices' directions: each edge joins perpendicular normals
-    assert torch.allclose(regularizers.vertex_normals(v, f), v)
-    assert regularizers.normal_consistency(out).item() == pytest.approx(1.0)
-    # every vertex has 4 neighbours summing to 0: |4 v_i - 0| = 4
-    assert regularizers.laplacian_smoothness(out).item() == pytest.approx(4.0)
-    # a flat 3x3 grid of vertices: consistent normals; only the centre vertex has a zero Laplacian
-    xs = torch.tensor([[x, y, 0.0] for x in range(3) for y in range(3)])
-    quads = [(i * 3 + j, (i + 1) * 3 + j, (i + 1) * 3 + j + 1, i * 3 + j + 1) for i in range(2) for j in range(2)]
-    tris = torch.tensor([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
-    flat = {"mesh": SimpleNamespace(v_pos=xs, t_pos_idx=tris)}
-    assert regularizers.normal_consistency(flat).item() == pytest.approx(0.0, abs=1e-7)
-    centre_only = xs.clone().requires_grad_(True)
-    loss = regularizers.laplacian_smoothness({"mesh": SimpleNamespace(v_pos=centre_only, t_pos_idx=tris)})
-    loss.backward()
-    assert centre_only.grad.abs().sum() > 0
-
-
-def test_vertex_normals_survive_zero_area_faces():
-    v = torch.tensor([[0.0, 0, 0], [0, 0, 0], [0, 0, 0]], requires_grad=True)
-    n = regularizers.vertex_normals(v, torch.tensor([[0, 1, 2]]))
-    assert torch.equal(n, torch.tensor([[0.0, 0, 1]] * 3))
-    n.sum().backward()
-    assert torch.isfinite(v.grad).all()
+    f = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+    out = {"mesh": Mesh(v, f)}
+    assert regularizers.normal_consistency(out).item() == pytest.approx(1.0)  # neighbouring normals perpendicular
+    assert regularizers.laplacian_smoothness(out).item() == pytest.approx(4.0)  # |4 v_i - 0|
+    assert regularizers.STAGE_REGULARIZERS["geometry"] == ("normal_consistency", "laplacian_smoothness")
+    assert set(regularizers.STAGE_REGULARIZERS["coarse"]) == {"sparsity", "opaque", "z_variance", "orient"}
+    assert regularizers.STAGE_REGULARIZERS["texture"] == ()

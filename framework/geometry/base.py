@@ -29,6 +29,7 @@ from torch import Tensor
 
 from framework.errors import ConfigError, UserError
 from framework.geometry.marching_tetrahedra import marching_tetrahedra, tet_grid
+from framework.geometry.mesh import Mesh
 from framework.module import BaseModule
 
 
@@ -46,43 +47,6 @@ def contract_to_unit_cube(x: Tensor, bbox: Tensor, unbounded: bool = False) -> T
     far = mag > 1.0
     x = torch.where(far, (2.0 - 1.0 / mag.clamp(min=1.0)) * x / mag.clamp(min=1e-12), x)
     return x / 4.0 + 0.5
-
-
-@dataclass
-class Mesh:
-    """A triangle mesh: vertices ``v_pos (V, 3)``, faces ``t_pos_idx (F, 3)`` counter-clockwise seen from outside."""
-
-    v_pos: Tensor
-    t_pos_idx: Tensor
-
-    @property
-    def n_faces(self) -> int:
-        return int(self.t_pos_idx.shape[0])
-
-    def remove_small_components(self, threshold: Union[int, float]) -> "Mesh":
-        """Drop connected components with fewer faces than ``threshold`` (a fraction of all faces when below 1)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        faces = self.t_pos_idx.cpu().numpy()
-        n_vertices = self.v_pos.shape[0]
-        if len(faces) == 0:
-            return self
-        min_faces = threshold * len(faces) if threshold < 1 else threshold
-        rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-        cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
-        _, labels = connected_components(graph, directed=False)
-        face_labels = labels[faces[:, 0]]
-        counts = np.bincount(face_labels)
-        keep_faces = faces[counts[face_labels] >= min_faces]
-        used = np.unique(keep_faces)
-        remap = np.full(n_vertices, -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        return Mesh(
-            self.v_pos[torch.as_tensor(used, device=self.v_pos.device)],
-            torch.as_tensor(remap[keep_faces], dtype=torch.long, device=self.t_pos_idx.device),
-        )
 
 
 def marching_cubes(field: np.ndarray, threshold: float, bbox: np.ndarray) -> Mesh:
@@ -177,7 +141,7 @@ class BaseImplicitGeometry(BaseGeometry):
         isosurface_remove_outliers: bool = True
         """Drop small disconnected pieces of the mesh."""
         isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
-        """Pieces with fewer faces than this are dropped (a fraction of all faces when below 1)."""
+        """Smaller pieces are dropped: an int is a face count, a float a fraction of the largest piece's faces."""
 
     cfg: Config
 

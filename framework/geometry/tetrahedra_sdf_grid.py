@@ -50,7 +50,8 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
         isosurface_remove_outliers: bool = False
         """Drop small disconnected pieces of the mesh."""
         isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
-        """Pieces with fewer faces than this are dropped (a fraction of all faces when below 1)."""
+        """Pieces with fewer faces than this are dropped: a face count (int) or a fraction of the largest piece's
+        faces (float), threestudio's rule."""
         n_input_dims: int = 3
         """Dimension of the points (3)."""
         n_feature_dims: int = 3
