@@ -21,12 +21,13 @@ negative density gradient.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, NamedTuple, Union
+from typing import Annotated, Any, Dict, Literal, NamedTuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from framework.config import Bounds, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from framework.errors import ConfigError, UserError
 from framework.geometry.marching_tetrahedra import marching_tetrahedra, tet_grid
 from framework.geometry.mesh import Mesh
@@ -67,7 +68,7 @@ class BaseGeometry(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene's bounding box, centered at the origin."""
 
     cfg: Config
@@ -129,29 +130,21 @@ class BaseImplicitGeometry(BaseGeometry):
         isosurface_method: Literal["mt", "mc-cpu"] = "mt"
         """Meshing method: marching tetrahedra on the grid of isosurface_resolution (threestudio's default), or
         marching cubes on the CPU (PyMCubes) on isosurface_resolution^3 points."""
-        isosurface_resolution: int = 128
+        isosurface_resolution: Annotated[int, Bounds(ge=2)] = 128
         """Grid resolution: mt: threestudio's tetrahedral grid of that name (tetrahedra 2/resolution of the box
         wide); mc-cpu: grid points per axis."""
         isosurface_threshold: Union[float, Literal["auto"]] = 25.0
         """Density of the surface; auto: the mean density of the grid points with density above 1e-5."""
-        isosurface_chunk: int = 65536
+        isosurface_chunk: NonNegativeInt = 65536
         """Points per field evaluation while meshing (0: all at once)."""
         isosurface_coarse_to_fine: bool = True
         """Mesh once on the bounding box, then again on the mesh's box enlarged by 10% (finer detail)."""
         isosurface_remove_outliers: bool = True
         """Drop small disconnected pieces of the mesh."""
-        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
+        isosurface_outlier_n_faces_threshold: Union[NonNegativeInt, NonNegativeFloat] = 0.01
         """Smaller pieces are dropped: an int is a face count, a float a fraction of the largest piece's faces."""
 
     cfg: Config
-
-    def configure(self, **kwargs: Any) -> None:
-        super().configure(**kwargs)
-        if self.cfg.isosurface_resolution < 2:
-            raise ConfigError(
-                f"config error: {self.key('isosurface_resolution')}: must be at least 2, "
-                f"got {self.cfg.isosurface_resolution}"
-            )
 
     def forward_density(self, points: Tensor) -> Tensor:
         """Density ``(..., 1)`` at world ``points (..., 3)``: what a volume renderer integrates."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import NonNegativeInt, PositiveFloat
 from framework.errors import ConfigError
 from framework.networks.activations import get_activation
 from framework.geometry.base import BaseImplicitGeometry, contract_to_unit_cube
@@ -39,7 +40,7 @@ class ImplicitVolume(BaseImplicitGeometry):
     class Config(BaseImplicitGeometry.Config):
         n_input_dims: int = 3
         """Dimension of the points (3)."""
-        n_feature_dims: int = 3
+        n_feature_dims: NonNegativeInt = 3
         """Features per point passed to the material (0: density only)."""
         density_activation: str = "softplus"
         """Activation turning the raw density into a non-negative one (softplus, trunc_exp, exp, relu, ...)."""
@@ -47,7 +48,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         """Pre-activation density offset: a blob at the origin (blob_magic3d, blob_dreamfusion) or a constant."""
         density_blob_scale: float = 10.0
         """Height of the density blob (pre-activation)."""
-        density_blob_std: float = 0.5
+        density_blob_std: PositiveFloat = 0.5
         """Radius scale of the density blob."""
         pos_encoding_config: HashGridConfig = field(default_factory=HashGridConfig)
         """Multiresolution hash grid encoding of the points."""
@@ -55,7 +56,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         """The density, feature and (pred) normal MLPs."""
         normal_type: Optional[NormalType] = None
         """How normals are computed: finite_difference, finite_difference_laplacian, analytic, pred; null: none."""
-        finite_difference_normal_eps: float = 0.01
+        finite_difference_normal_eps: PositiveFloat = 0.01
         """Step of the finite-difference normals, in world units."""
 
     cfg: Config

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
 from framework import registry
+from framework.config import Bounds, NonNegativeFloat, NonNegativeInt
 from framework.errors import ConfigError, UserError
 from framework.geometry.base import (
     BaseExplicitGeometry,
@@ -42,19 +43,19 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
 
     @dataclass
     class Config(BaseExplicitGeometry.Config):
-        isosurface_resolution: int = 128
+        isosurface_resolution: Annotated[int, Bounds(ge=2)] = 128
         """Tetrahedral grid resolution, threestudio's meaning: tetrahedra 2/resolution of the box wide (128: 274,625
         vertices, 1.57M tetrahedra)."""
         isosurface_deformable_grid: bool = True
         """Learn an offset per grid vertex (up to half a grid cell) besides the SDF."""
         isosurface_remove_outliers: bool = False
         """Drop small disconnected pieces of the mesh."""
-        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
+        isosurface_outlier_n_faces_threshold: Union[NonNegativeInt, NonNegativeFloat] = 0.01
         """Pieces with fewer faces than this are dropped: a face count (int) or a fraction of the largest piece's
         faces (float), threestudio's rule."""
         n_input_dims: int = 3
         """Dimension of the points (3)."""
-        n_feature_dims: int = 3
+        n_feature_dims: NonNegativeInt = 3
         """Features of the texture field passed to the material."""
         pos_encoding_config: HashGridConfig = field(default_factory=HashGridConfig)
         """Hash grid encoding of the texture field."""
@@ -82,10 +83,6 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
     def configure(self, **kwargs: Any) -> None:
         super().configure(**kwargs)
         cfg = self.cfg
-        if cfg.isosurface_resolution < 2:
-            raise ConfigError(
-                f"config error: {self.key('isosurface_resolution')}: must be at least 2, got {cfg.isosurface_resolution}"
-            )
         if cfg.n_input_dims != 3:
             raise ConfigError(f"config error: {self.key('n_input_dims')}: only 3-D points are supported, got {cfg.n_input_dims}")
         self.register_buffer("isosurface_bbox", self.bbox.clone())
