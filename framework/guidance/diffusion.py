@@ -60,9 +60,9 @@ class NoiseSchedule:
             )
         self.alphas_cumprod: Tensor = scheduler.alphas_cumprod.detach().to(torch.float32).clone()
         ab = self.alphas_cumprod
-        if ab.shape != (self.num_train_timesteps,) or not bool(((ab > 0) & (ab <= 1)).all()):
+        if ab.shape != (self.num_train_timesteps,) or not bool(((ab >= 0) & (ab <= 1)).all()):
             raise ConfigError(
-                f"{key}: the model's scheduler gives noise levels (alphas_cumprod) outside (0, 1] or not one per "
+                f"{key}: the model's scheduler gives noise levels (alphas_cumprod) outside [0, 1] or not one per "
                 "timestep; check the betas in scheduler/scheduler_config.json"
             )
 
