@@ -109,6 +109,10 @@ NonNegativeFloat = Annotated[float, Bounds(ge=0)]
 """A finite number >= 0."""
 Probability = Annotated[float, Bounds(ge=0, le=1)]
 """A number in [0, 1]."""
+MAX_IMAGE_SIDE = 8192
+"""The largest image side a config may ask for (one 8192x8192 float image batch is already 800 MB per channel)."""
+ImageSide = Annotated[int, Bounds(ge=1, le=MAX_IMAGE_SIDE)]
+"""An image height or width in pixels, 1 to MAX_IMAGE_SIDE."""
 Step = Annotated[int, Bounds(ge=0), StepValued("point")]
 """A training step number ("from step N", "until step N"), >= 0."""
 Steps = Annotated[int, Bounds(ge=1), StepValued("duration")]

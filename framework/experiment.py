@@ -14,16 +14,18 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from framework.config import parse_structured
+from framework.config import Bounds, parse_structured
 from framework.errors import ConfigError
 from framework.resolvers import register_resolvers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy and Lightning accept (threestudio seeds through Lightning: 0 to 2^32 - 1)."""
 CONFIG_DIR = REPO_ROOT / "configs"
 CUSTOM_DIR = REPO_ROOT / "custom"
 
@@ -38,8 +40,9 @@ class ExperimentConfig:
     """Free text kept with the config."""
     tag: str = ""
     """Trial name (threestudio configs derive it from the prompt); made safe for a folder name."""
-    seed: int = 0
-    """Random seed; rank r of a multi-process run uses ``seed + r``."""
+    seed: Annotated[int, Bounds(ge=0, le=MAX_SEED - 1024, hint=f"set an integer from 0 to {MAX_SEED - 1024}")] = 0
+    """Random seed, 0 to 2^32 - 1025 (Lightning's and numpy's range, less room for the ranks); rank r of a
+    multi-process run uses ``seed + r``."""
     use_timestamp: bool = True
     """Append ``@YYYYMMDD-HHMMSS`` to the trial folder so that runs never overwrite each other."""
     timestamp: str = ""

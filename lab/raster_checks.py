@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -180,7 +180,7 @@ def backend_report(device: str = "cuda", resolution: int = 128, subdivisions: in
         for backend, where in others:
             out, ms = _render(backend, mesh, batch, where)
             row = compare_renders(ref, out)
-            row["ms_torch_cpu"] = ref_ms
+            row["ms_reference_torch_cpu"] = ref_ms
             row[f"ms_{backend}_{where.type}"] = ms
             row["faces"] = float(mesh.n_faces)
             report[f"{name}: torch-cpu vs {backend}-{where.type}"] = row
@@ -193,3 +193,19 @@ def format_report(report: Dict[str, Dict[str, float]], digits: Optional[int] = 4
     for name, row in report.items():
         lines.append(name + ": " + ", ".join(f"{k}={v:.{digits}g}" for k, v in row.items()))
     return "\n".join(lines)
+
+
+def gpu_check_rows(device: str, dry_run: bool) -> List[Tuple[str, str, str]]:
+    """``scripts/gpu_check.py``'s rasterizer section: ``backend_report`` rows ``(section, check, value)``.
+
+    On ``device`` (CUDA): the PyTorch rasterizer on CUDA and nvdiffrast (when installed) against the CPU at 256x256
+    on an 80k-face sphere and a box, with milliseconds per render. ``dry_run``: the same on the CPU at 32x32.
+    """
+    from framework.renderers.raster_context import nvdiffrast_importable
+
+    size, subdivisions = (32, 3) if dry_run else (256, 6)
+    rows = [("rasterizer", "nvdiffrast importable", str(nvdiffrast_importable()))]
+    for name, row in backend_report(device, resolution=size, subdivisions=subdivisions).items():
+        for key, value in row.items():
+            rows.append(("rasterizer", f"{name}: {key}", f"{value:.4g}"))
+    return rows

@@ -15,24 +15,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from framework import registry
-from framework.config import parse_structured
+from framework.config import Bounds
 from framework.errors import ConfigError
+from framework.module import Configurable
 from framework.schedule import Schedule
 from framework.utils.checkpoint import check_finite, check_system, load_checkpoint, load_state_into, state_dict_of
 from framework.utils.saving import Panel, Saver
 from framework.utils.seeding import derived_seed, seed_all
-from systems.fault_tolerance import NonFiniteGuard, check_max_nonfinite_steps, check_savable
+from systems.fault_tolerance import NonFiniteGuard, check_savable
 from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 
 
-class BaseSystem(pl.LightningModule):
+class BaseSystem(Configurable, pl.LightningModule):
     @dataclass
     class Config:
         loss: Dict[str, Schedule] = field(default_factory=dict)
@@ -49,17 +50,18 @@ class BaseSystem(pl.LightningModule):
         """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
         exporter: Any = field(default_factory=dict)
         """Config of the exporter."""
-        max_nonfinite_steps: int = 5
+        max_nonfinite_steps: Annotated[
+            int, Bounds(ge=1, hint="set at least 1 (the skipped steps in a row that stop the run)")
+        ] = 5
         """A step with a NaN/Inf loss or gradient is skipped (no update, still counted); this many in a row stop."""
 
     cfg: Any
 
     def __init__(self, cfg: Any = None, seed: int = 0, resumed: bool = False):
-        super().__init__()
-        self.cfg = parse_structured(self.Config, cfg, "system")
+        pl.LightningModule.__init__(self)
+        self._parse(cfg, "system")
         self.seed = seed
         self.resumed = resumed  # a checkpoint will replace the weights: configure may skip initialising them
-        check_max_nonfinite_steps(self.cfg.max_nonfinite_steps)
         self.nonfinite = NonFiniteGuard(self.cfg.max_nonfinite_steps)
         self._stepped: List[Any] = []
         self._save_dir: Optional[Path] = None
@@ -74,9 +76,16 @@ class BaseSystem(pl.LightningModule):
     def configure(self) -> None:
         """Build the system's modules (with ``self.build``)."""
 
-    def build(self, kind: str, type_name: str, cfg: Any, prefix: str, **kwargs: Any) -> Any:
-        """Construct a registered module and add it to the modules updated before every step (in build order)."""
-        module = registry.find(kind, type_name, key=f"{prefix}_type")(cfg, prefix=prefix, **kwargs)
+    def build(self, kind: str, type_name: str, cfg: Any, field: Optional[str] = None, **kwargs: Any) -> Any:
+        """Construct a registered module and add it to the modules updated before every step (in build order).
+
+        ``field`` is the system's config field holding the module's config (default: ``kind``, e.g. ``geometry``);
+        the module's keys are then ``system.<field>.*`` in every message (``Configurable.key``).
+        """
+        field = field or kind
+        if "." in field:
+            raise ValueError(f"build(): give the config field name (e.g. 'geometry'), not the dotted key '{field}'")
+        module = registry.find(kind, type_name, key=self.key(f"{field}_type"))(cfg, prefix=self.key(field), **kwargs)
         self._stepped.append(module)
         return module
 
@@ -131,19 +140,20 @@ class BaseSystem(pl.LightningModule):
         weights = {k[len("lambda_") :] for k in self.cfg.loss if k.startswith("lambda_")}
         bad_keys = [k for k in self.cfg.loss if not k.startswith("lambda_")]
         if bad_keys:
-            raise ConfigError(f"config error: system.loss.{bad_keys[0]}: loss weights are named lambda_<loss>")
+            raise self.config_error(f"loss.{bad_keys[0]}", "loss weights are named lambda_<loss>")
         unweighted = sorted(set(names) - weights)
         if unweighted:
-            raise ConfigError(
-                f"config error: system.loss: the system returns loss_{unweighted[0]} but the config has no "
-                f"lambda_{unweighted[0]}; add system.loss.lambda_{unweighted[0]} (0 to disable)"
+            raise self.config_error(
+                "loss",
+                f"the system returns loss_{unweighted[0]} but the config has no lambda_{unweighted[0]}; add "
+                f"{self.key('loss')}.lambda_{unweighted[0]} (0 to disable)",
             )
         orphans = sorted(n for n in weights - set(names) if self.loss_enabled(n))
         if orphans:
-            raise ConfigError(
-                f"config error: system.loss.lambda_{orphans[0]}: no loss_{orphans[0]} is computed by "
-                f"{type(self).__name__}; remove the weight or fix its name "
-                f"(losses it returns: {', '.join(sorted(names))})"
+            raise self.config_error(
+                f"loss.lambda_{orphans[0]}",
+                f"no loss_{orphans[0]} is computed by {type(self).__name__}; remove the weight or fix its name "
+                f"(losses it returns: {', '.join(sorted(names))})",
             )
         self._losses_checked = True
 
@@ -163,24 +173,53 @@ class BaseSystem(pl.LightningModule):
                 total = total + weight * value
                 weighted[name] = value
         self.nonfinite.note_losses(weighted)
-        for key, value in out.items():
-            if not key.startswith("loss_") and _is_scalar(value):
-                self.log(f"train/{key}", value.detach() if torch.is_tensor(value) else float(value))
+        self._log_measurements(out)
         if not torch.is_tensor(total):
-            raise ConfigError("config error: system.loss: every loss weight is zero at this step; nothing to train")
+            raise self.config_error("loss", "every loss weight is zero at this step; nothing to train")
         self.log("train/loss", total.detach(), prog_bar=True)
         return total
+
+    def progress_bar_keys(self) -> Sequence[str]:
+        """Non-loss outputs of ``training_losses`` shown on the progress bar (fixed per key, as Lightning needs)."""
+        return ()
+
+    def sparse_keys(self) -> Sequence[str]:
+        """Prefixes of non-loss outputs present only at some steps (diagnostics measured every N steps)."""
+        return ()
+
+    def _log_measurements(self, out: Dict[str, Any]) -> None:
+        """Log the non-loss scalar outputs of a step as ``train/<key>``.
+
+        Outputs present at every step go through ``self.log``. Sparse ones (:meth:`sparse_keys`) go straight to the
+        loggers at the steps they exist: Lightning would repeat a ``self.log`` value at every later logged step of the
+        epoch; on the progress bar they show the last measurement. Lightning's arguments stay fixed per key.
+        """
+        shown, sparse = self.progress_bar_keys(), tuple(self.sparse_keys())
+        direct = {}
+        for key, value in out.items():
+            if key.startswith("loss_") or not _is_scalar(value):
+                continue
+            value = value.detach() if torch.is_tensor(value) else float(value)
+            if sparse and key.startswith(sparse):
+                direct[f"train/{key}"] = float(value)
+                if key in shown:
+                    self.log(f"train/{key}", value, prog_bar=True, logger=False)
+            else:
+                self.log(f"train/{key}", value, prog_bar=key in shown)
+        if direct and self._trainer is not None:
+            for logger in self.loggers:
+                logger.log_metrics(direct, step=int(self.global_step))
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:
         try:  # torch checks argument values (lr >= 0, betas in [0, 1)) with ValueError
             optimizer = build_optimizer(self, self.cfg.optimizer)
         except ValueError as e:
-            raise ConfigError(f"config error: system.optimizer.args: {e}") from None
+            raise self.config_error("optimizer.args", str(e)) from None
         try:
-            scheduler = build_scheduler(optimizer, self.cfg.scheduler)
+            scheduler = build_scheduler(optimizer, self.cfg.scheduler, self.key("scheduler"))
         except ValueError as e:
-            raise ConfigError(f"config error: system.scheduler.args: {e}") from None
+            raise self.config_error("scheduler.args", str(e)) from None
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -248,12 +287,13 @@ class BaseSystem(pl.LightningModule):
     def make_exporter(self) -> Any:
         """The configured exporter (``system.exporter_type``)."""
         if not self.cfg.exporter_type:
-            raise ConfigError(
-                f"config error: system.exporter_type: {type(self).__name__} has no exporter configured; "
-                f"set system.exporter_type (registered: {', '.join(registry.names('exporter')) or 'none'})"
+            raise self.config_error(
+                "exporter_type",
+                f"{type(self).__name__} has no exporter configured; set {self.key('exporter_type')} "
+                f"(registered: {', '.join(registry.names('exporter')) or 'none'})",
             )
-        return registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
-            self.cfg.exporter, prefix="system.exporter"
+        return registry.find("exporter", self.cfg.exporter_type, key=self.key("exporter_type"))(
+            self.cfg.exporter, prefix=self.key("exporter")
         )
 
     def export_outputs(self) -> List[Any]:
@@ -268,9 +308,10 @@ class BaseSystem(pl.LightningModule):
             if self.saver.save_dir is not None:
                 root = (self.saver.save_dir / folder).resolve()
                 if not (root / out.filename).resolve().is_relative_to(root):
-                    raise ConfigError(
-                        f"config error: system.exporter: the export file name '{out.filename}' leaves the export "
-                        f"folder {root}; use a plain name (e.g. save_name: model)"
+                    raise self.config_error(
+                        "exporter",
+                        f"the export file name '{out.filename}' leaves the export folder {root}; use a plain name "
+                        "(e.g. save_name: model)",
                     )
             path = self.saver.path(f"{folder}/{out.filename}")
             out.write(path)

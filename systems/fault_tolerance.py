@@ -44,7 +44,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from framework.errors import CheckpointError, ConfigError, UserError
+from framework.errors import CheckpointError, UserError
 from framework.utils.checkpoint import few, nonfinite_tensors
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -259,14 +259,6 @@ def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
         if dirpath and Path(dirpath).is_dir():
             found.extend(p for p in Path(dirpath).glob("*.ckpt") if p.is_file())
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
-
-
-def check_max_nonfinite_steps(value: int) -> None:
-    if value < 1:
-        raise ConfigError(
-            f"config error: system.max_nonfinite_steps: expected at least 1 (skipped steps in a row that stop the "
-            f"run), got {value}"
-        )
 
 
 def check_savable(checkpoint: Dict[str, Any], step: int) -> None:

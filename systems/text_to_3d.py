@@ -16,11 +16,12 @@ Module paths of the optimizer's parameter groups are threestudio's (``geometry.e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
+from framework.config import Bounds
 from framework.errors import ConfigError
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
@@ -60,7 +61,7 @@ class TextTo3DSystem(GuidedSystem):
         """Config of the renderer."""
         exporter_type: str = "mesh-exporter"
         """Registered exporter used by --export."""
-        n_particles: int = 1
+        n_particles: Annotated[int, Bounds(ge=1, le=1024)] = 1
         """Independent scenes optimised together (VSD particles); one is rendered per step, in turn."""
         geometry_convert_from: Optional[str] = None
         """A checkpoint of an earlier run (<trial>/ckpts/last.ckpt; LAST in the path: the newest matching trial)
@@ -81,8 +82,6 @@ class TextTo3DSystem(GuidedSystem):
 
     def configure(self) -> None:
         c = self.cfg
-        if c.n_particles < 1:
-            raise ConfigError(f"config error: system.n_particles: must be at least 1, got {c.n_particles}")
         converted = None
         if c.geometry_convert_from and not self.resumed and not c.weights:
             converted = convert_geometries(c, c.n_particles)
@@ -92,12 +91,11 @@ class TextTo3DSystem(GuidedSystem):
                 geometry = converted[i]
                 self._stepped.append(geometry)  # updated before every step like the modules self.build makes
             else:
-                geometry = self.build("geometry", c.geometry_type, c.geometry, "system.geometry")
-            material = self.build("material", c.material_type, c.material, "system.material")
-            background = self.build("background", c.background_type, c.background, "system.background")
+                geometry = self.build("geometry", c.geometry_type, c.geometry)
+            material = self.build("material", c.material_type, c.material)
+            background = self.build("background", c.background_type, c.background)
             renderer = self.build(
-                "renderer", c.renderer_type, c.renderer, "system.renderer",
-                geometry=geometry, material=material, background=background,
+                "renderer", c.renderer_type, c.renderer, geometry=geometry, material=material, background=background
             )
             scenes.append(Scene(geometry, material, background, renderer))
         self.particles = nn.ModuleList(scenes)

@@ -142,7 +142,7 @@ CONFIG = rows(
     Row("cfg-loss-weight-orphan", [*IMAGE, "system.loss.lambda_foo=1"],
         "config error: system.loss.lambda_foo: no loss_foo is computed by ImageFittingSystem", False),
     Row("cfg-max-nonfinite-steps", [*IMAGE, "system.max_nonfinite_steps=0"],
-        "config error: system.max_nonfinite_steps: expected at least 1"),
+        "config error: system.max_nonfinite_steps: must be >= 1, got 0; set at least 1"),
 )
 
 TYPES = rows(
@@ -165,7 +165,7 @@ TYPES = rows(
     Row("value-trainer-accumulate", [*IMAGE, "trainer.accumulate_grad_batches=0"],
         "config error: trainer.accumulate_grad_batches: must be at least 1, got 0"),
     Row("value-grid-resolution", [*IMAGE, "system.grid_resolution=0"],
-        "config error: system.grid_resolution: must be at least 1, got 0"),
+        "config error: system.grid_resolution: must be in [1, 4096], got 0; set an integer in [1, 4096]"),
     Row("value-trainer-interval", [*IMAGE, "trainer.val_check_interval=-1"],
         "config error: trainer: You have passed invalid value -1 for val_check_interval"),
     Row("value-checkpoint", [*IMAGE, "checkpoint.every_n_train_steps=-1"],
@@ -181,7 +181,7 @@ TYPES = rows(
     Row("value-scheduler-argument", [*IMAGE, "+system.scheduler.name=StepLR"],
         "config error: system.scheduler.args: StepLR.__init__() missing 1 required positional argument: 'step_size'"),
     Row("value-batch-size", [*IMAGE, "data.batch_size=-1"],
-        "config error: data: height, width and batch_size must be positive"),
+        "config error: data.batch_size: must be >= 1, got -1; set an integer >= 1"),
 )
 
 MODULES = rows(
@@ -199,7 +199,7 @@ MODULES = rows(
 
 PATHS = rows(
     Row("path-image-missing", [*IMAGE, "data.image_path=/no/such/image.png"],
-        "config error: data.image_path: no file '/no/such/image.png'"),
+        "config error: data.image_path: the file '/no/such/image.png' does not exist; give a PNG/JPEG path"),
     Row("path-image-not-an-image", [*IMAGE, "data.image_path={a_file}"], "config error: data.image_path: cannot read"),
     Row("path-exp-root-is-a-file", [*IMAGE, "exp_root_dir={a_file}/outputs"],
         "is a file, not a folder; set exp_root_dir="),

@@ -29,12 +29,12 @@ def vsd(path, lora_path, **cfg):
 
 
 @torch.no_grad()
-def perturb(g, seed=0, lora=True, camera=True):
+def perturb(g, seed=0, lora=True, camera=True, scale=0.05):
     """Move the LoRA (B too) and camera embedding away from their initial values, as training would."""
     gen = torch.Generator().manual_seed(seed)
     params = (list(g.lora.parameters()) if lora else []) + (list(g.camera_embedding.parameters()) if camera else [])
     for p in params:
-        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def hand_lora_unet(g, lora_path, folder):

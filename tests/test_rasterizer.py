@@ -238,6 +238,23 @@ def test_antialiased_vertical_edges_cover_exactly_their_share_of_each_pixel():
     assert torch.allclose(pos.grad[0, :, 0], torch.tensor([-40.0, 40.0, 40.0, -40.0], dtype=torch.float64))
 
 
+def test_silhouettes_over_another_surface_are_antialiased_too():
+    # the band of the previous test in front of a large quad: the band's share of each pixel is the same
+    band = [[-0.33, -2, 0.1, 1], [0.41, -2, 0.1, 1], [0.41, 2, 0.1, 1], [-0.33, 2, 0.1, 1]]
+    wall = [[-3, -3, 0.5, 1], [3, -3, 0.5, 1], [3, 3, 0.5, 1], [-3, 3, 0.5, 1]]
+    pos = torch.tensor([wall + band], dtype=torch.float64, requires_grad=True)
+    tri = torch.cat([QUAD, QUAD + 4])
+    rast = rasterize(pos, tri, (6, 16))
+    is_band = (rast[..., 3:] > 2).double()
+    coverage = antialias(is_band, rast, pos, tri)[0, ..., 0]
+    expected = torch.tensor([max(0.0, min(2 * (j + 1) / 16 - 1, 0.41) - max(2 * j / 16 - 1, -0.33)) * 8
+                             for j in range(16)], dtype=torch.float64)
+    assert torch.allclose(coverage, expected.expand(6, 16), atol=1e-12)
+    coverage.sum().backward()
+    assert torch.allclose(pos.grad[0, 4:, 0], torch.tensor([-24.0, 24.0, 24.0, -24.0], dtype=torch.float64))
+    assert pos.grad[0, :4].abs().sum() == 0  # the wall's edges are off screen
+
+
 def test_antialiased_area_of_a_rotated_square():
     c, s = math.cos(0.3), math.sin(0.3)
     sq = torch.tensor([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]], dtype=torch.float64)
@@ -291,6 +308,15 @@ def test_silhouette_gradient_moves_vertices_towards_the_target_outline():
 
 
 # ------------------------------------------------------------------------------------------------ devices
+def test_gpu_check_rows_run_on_cpu():
+    from lab.raster_checks import gpu_check_rows
+
+    rows = {check: value for _, check, value in gpu_check_rows("cpu", dry_run=True)}
+    assert rows["box: torch-cpu vs torch-cpu: coverage_mismatch_fraction"] == "0"
+    assert float(rows["sphere: torch-cpu vs torch-cpu: faces"]) == 1280
+    assert float(rows["sphere: torch-cpu vs torch-cpu: ms_torch_cpu"]) > 0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors_give_the_cpu_result():
     batch = camera(64)

@@ -130,7 +130,7 @@ class BaseImplicitGeometry(BaseGeometry):
         isosurface_method: Literal["mt", "mc-cpu"] = "mt"
         """Meshing method: marching tetrahedra on the grid of isosurface_resolution (threestudio's default), or
         marching cubes on the CPU (PyMCubes) on isosurface_resolution^3 points."""
-        isosurface_resolution: Annotated[int, Bounds(ge=2)] = 128
+        isosurface_resolution: Annotated[int, Bounds(ge=2, le=1024)] = 128
         """Grid resolution: mt: threestudio's tetrahedral grid of that name (tetrahedra 2/resolution of the box
         wide); mc-cpu: grid points per axis."""
         isosurface_threshold: Union[float, Literal["auto"]] = 25.0

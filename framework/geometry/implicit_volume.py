@@ -23,7 +23,6 @@ from torch import Tensor
 
 from framework import registry
 from framework.config import NonNegativeInt, PositiveFloat
-from framework.errors import ConfigError
 from framework.networks.activations import get_activation
 from framework.geometry.base import BaseImplicitGeometry, contract_to_unit_cube
 from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
@@ -38,7 +37,7 @@ class ImplicitVolume(BaseImplicitGeometry):
 
     @dataclass
     class Config(BaseImplicitGeometry.Config):
-        n_input_dims: int = 3
+        n_input_dims: Literal[3] = 3
         """Dimension of the points (3)."""
         n_feature_dims: NonNegativeInt = 3
         """Features per point passed to the material (0: density only)."""
@@ -64,17 +63,14 @@ class ImplicitVolume(BaseImplicitGeometry):
     def configure(self, **kwargs: Any) -> None:
         super().configure(**kwargs)
         cfg = self.cfg
-        if cfg.n_input_dims != 3:
-            raise ConfigError(
-                f"config error: geometry.n_input_dims: only 3-D points are supported, got {cfg.n_input_dims}"
-            )
-        self.density_act = get_activation(cfg.density_activation, "geometry.density_activation")
-        self.encoding = HashGridEncoding(cfg.n_input_dims, cfg.pos_encoding_config)
-        self.density_network = VanillaMLP(self.encoding.n_output_dims, 1, cfg.mlp_network_config)
+        self.density_act = get_activation(cfg.density_activation, self.key("density_activation"))
+        self.encoding = HashGridEncoding(cfg.n_input_dims, cfg.pos_encoding_config, self.key("pos_encoding_config"))
+        mlp, mlp_key = cfg.mlp_network_config, self.key("mlp_network_config")
+        self.density_network = VanillaMLP(self.encoding.n_output_dims, 1, mlp, mlp_key)
         if cfg.n_feature_dims > 0:
-            self.feature_network = VanillaMLP(self.encoding.n_output_dims, cfg.n_feature_dims, cfg.mlp_network_config)
+            self.feature_network = VanillaMLP(self.encoding.n_output_dims, cfg.n_feature_dims, mlp, mlp_key)
         if cfg.normal_type == "pred":
-            self.normal_network = VanillaMLP(self.encoding.n_output_dims, 3, cfg.mlp_network_config)
+            self.normal_network = VanillaMLP(self.encoding.n_output_dims, 3, mlp, mlp_key)
 
     @property
     def has_normal(self) -> bool:
@@ -111,9 +107,9 @@ class ImplicitVolume(BaseImplicitGeometry):
         """``density (..., 1)``, ``features (..., n_feature_dims)``, if asked ``normal``/``shading_normal (..., 3)``."""
         cfg = self.cfg
         if output_normal and cfg.normal_type is None:
-            raise ConfigError(
-                "config error: geometry.normal_type: normals were requested but normal_type is null; "
-                "set it to finite_difference, analytic or pred"
+            raise self.config_error(
+                "normal_type", "normals were requested but normal_type is null; set it to finite_difference, "
+                "analytic or pred"
             )
         grad_enabled = torch.is_grad_enabled()
         analytic = output_normal and cfg.normal_type == "analytic"

@@ -6,8 +6,9 @@
   ``(v1 - v0) x (v2 - v0)`` (twice their area times their unit normal, so each face counts with its area), normalised.
   Zero-area faces (an SDF exactly zero at a grid vertex makes them) add nothing; a vertex whose sum is shorter than
   ``NORMAL_EPS`` gets ``+z`` instead, so normalisation never divides by zero and gradients stay finite;
-* ``v_tex (T, 2)`` UVs in ``[0, 1]`` (OBJ's convention: v grows upwards) and ``t_tex_idx (F, 3)`` their faces, from
-  ``unwrap_uv`` (xatlas) or given; the ``f``-th face of both index arrays is the same triangle;
+* ``v_tex (T, 2)`` UVs in ``[0, 1]`` and ``t_tex_idx (F, 3)`` their faces, from ``unwrap_uv`` (xatlas) or given; the
+  ``f``-th face of both index arrays is the same triangle. ``v = 0`` is the top row of a texture image (glTF's
+  convention, and the row order of a texture baked by rasterizing in UV space); OBJ files store ``1 - v``;
 * ``v_rgb (V, 3)`` optional vertex colours in ``[0, 1]``;
 * ``extras``: anything a geometry wants to pass along with its surface.
 

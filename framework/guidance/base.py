@@ -1,17 +1,23 @@
-"""Score-distillation guidance on Stable Diffusion: everything SDS and VSD share, written once.
+"""Score-distillation guidance on Stable Diffusion: the template every distillation rule fills in, written once.
 
-One guidance step, for renders ``rgb`` (B, H, W, 3) in [0, 1] of the scene (or latents (B, 4, h, w)):
+One guidance step, for renders ``rgb`` (B, H, W, 3) in [0, 1] of the scene (or latents (B, 4, h, w)), recorded in a
+:class:`~framework.guidance.step.DistillationStep`:
 
 1. latents ``x0``: renders resized to ``image_size`` and encoded by the VAE (``scaling_factor`` from the VAE config);
-2. ``t ~ U{min_step..max_step}`` per sample, ``eps ~ N(0, I)``, ``x_t = alpha_t x0 + sigma_t eps``;
-3. the pretrained model's guided noise prediction ``eps_cfg`` (:func:`classifier_free_guidance`, one convention),
-   converted from v to eps where the model predicts v;
-4. a *baseline* the subclass provides: the sampled noise for SDS, the LoRA model's ``eps_phi`` for VSD;
-5. ``grad = w(t) (eps_cfg - baseline)``, optional clipping of its finite entries to ``[-grad_clip, grad_clip]``;
-   a NaN/Inf (in a prediction, a weight or the latents) is kept, so the loss is non-finite and the system's
-   non-finite guard skips and reports the step: nothing is zeroed in silence;
-6. the reparameterised loss ``0.5 * ||x0 - sg(x0 - grad)||^2 / B``, whose gradient w.r.t. ``x0`` is ``grad / B``
-   (the UNet Jacobian is skipped). The loss value is not an objective: watch ``grad_norm``.
+2. ``t ~ U{min_step..max_step}`` per sample, ``eps ~ N(0, I)``;
+3. ``x_t`` by the rule's :meth:`~StableDiffusionGuidanceBase.noisy_latents` hook: the forward process
+   ``alpha_t x0 + sigma_t eps`` by default, DDIM inversion for ISM and SDI;
+4. the pretrained model's separate predictions at ``x_t`` (prompt, negative prompt, and the empty prompt for rules
+   that need it) and their guided combination ``eps_cfg`` (:func:`classifier_free_guidance`, one convention; Perp-Neg
+   when the prompt processor asks), converted from v to eps where the model predicts v;
+5. the rule's :meth:`~StableDiffusionGuidanceBase.update`: the direction ``d`` (SDS ``eps_cfg - eps``, VSD
+   ``eps_cfg - eps_phi``, CSD, NFSD, SDS-Bridge, ISM, SDI: their modules);
+6. ``grad = w(t) d``, optional clipping of its finite entries to ``[-grad_clip, grad_clip]``; a NaN/Inf (in a
+   prediction, a weight or the latents) is kept, so the loss is non-finite and the system's non-finite guard skips
+   and reports the step: nothing is zeroed in silence;
+7. the reparameterised loss ``0.5 * ||x0 - sg(x0 - grad)||^2 / B``, whose gradient w.r.t. ``x0`` is ``grad / B``
+   (the UNet Jacobian is skipped). The loss value is not an objective: watch ``grad_norm``. With ``use_img_loss``
+   HiFA's image-space loss is added the same way on the renders.
 
 Frozen models (UNet, VAE, scheduler) are held in a plain dataclass attribute, never in ``state_dict`` or the
 optimizer; they follow the module to its device (``_apply``), fp16 on CUDA when ``half_precision_weights``, fp32 on CPU.
@@ -31,7 +37,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.guidance.diffusion import NoiseSchedule, WeightingStrategy, classifier_free_guidance
+from framework.guidance.diffusion import (
+    NoiseSchedule,
+    WeightingStrategy,
+    classifier_free_guidance,
+    perp_neg_guidance,
+)
 from framework.guidance.loading import (
     freeze,
     frozen_weights_dtype,
@@ -42,6 +53,7 @@ from framework.guidance.loading import (
 )
 from framework.errors import ConfigError
 from framework.module import BaseModule
+from framework.guidance.step import DistillationStep
 from framework.schedule import Schedule
 
 
@@ -57,36 +69,15 @@ class FrozenModels:
     """Its scheduler (read for ``alphas_cumprod``, ``prediction_type``, ``num_train_timesteps``)."""
 
 
-@dataclass
-class DistillationStep:
-    """What one guidance call has drawn and computed, handed to the subclass's baseline."""
-
-    latents: Tensor
-    """x0 (B, 4, h, w), fp32, attached to the scene's graph."""
-    noisy_latents: Tensor
-    """x_t (B, 4, h, w), detached."""
-    t: Tensor
-    """(B,) integer timesteps."""
-    noise: Tensor
-    """eps (B, 4, h, w) used to make x_t."""
-    prompt_utils: Any
-    """The prompt processor output."""
-    elevation: Tensor
-    """(B,) degrees."""
-    azimuth: Tensor
-    """(B,) degrees."""
-    camera_distances: Tensor
-    """(B,)"""
-    c2w: Optional[Tensor]
-    """(B, 4, 4) camera-to-world, or None."""
-    mvp_mtx: Optional[Tensor]
-    """(B, 4, 4) model-view-projection, or None."""
-
-
 class StableDiffusionGuidanceBase(BaseModule):
     """Shared machinery of the Stable Diffusion score-distillation guidances (not registered itself)."""
 
-    loss_name = "sds"
+    loss_name: str
+    """The rule's loss is returned as ``loss_<loss_name>`` (weighted by ``lambda_<loss_name>``); each rule sets it."""
+    needs_null: bool = False
+    """Whether the rule reads ``eps_null`` (the empty prompt's prediction) besides the negative prompt's."""
+    supports_perp_neg: bool = True
+    """Whether the rule combines predictions with Perp-Neg when the prompt processor's use_perp_neg is on."""
 
     @dataclass
     class Config:
@@ -106,6 +97,8 @@ class StableDiffusionGuidanceBase(BaseModule):
         """HiFA's annealing: t goes deterministically from max to min step with sqrt(step / trainer_max_steps)."""
         trainer_max_steps: int = 25000
         """Training length that sqrt_anneal spreads its schedule over."""
+        use_img_loss: bool = False
+        """HiFA's image-space loss (threestudio's): also return loss_<name>_img, weighted by lambda_<name>_img."""
         weighting_strategy: WeightingStrategy = "sds"
         """w(t): sds = 1 - alpha_bar_t, uniform = 1, fantasia3d = sqrt(alpha_bar_t) (1 - alpha_bar_t)."""
         grad_clip: Optional[Schedule] = None
@@ -127,6 +120,8 @@ class StableDiffusionGuidanceBase(BaseModule):
 
     # ----------------------------------------------------------------------------------------------- set-up
     def configure(self) -> None:
+        if not isinstance(getattr(type(self), "loss_name", None), str):
+            raise TypeError(f"{type(self).__name__} sets no loss_name: a guidance names its loss (loss_<name>)")
         self.register_buffer("_device_marker", torch.zeros(0), persistent=False)
         self._frozen_device = torch.device("cpu")
         self._frozen_dtype = load_dtype(self.cfg.half_precision_weights)
@@ -275,18 +270,19 @@ class StableDiffusionGuidanceBase(BaseModule):
         images = vae.decode(z).sample.to(torch.float32)
         return ((images + 1.0) / 2.0).clamp(0.0, 1.0).permute(0, 2, 3, 1)
 
-    def prepare_latents(self, rgb: Tensor, rgb_as_latents: bool) -> Tensor:
-        """Latents at the UNet's working size from renders (B, H, W, 3), or from latents (B, 4, h, w)."""
+    def prepare_latents(self, rgb: Tensor, rgb_as_latents: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """Latents at the UNet's working size from renders (B, H, W, 3), or from latents (B, 4, h, w); and the
+        renders resized to the working size (B, 3, H, W) (None for latents)."""
         if rgb_as_latents:
             size = self.image_size // self.vae_scale_factor
             latents = rgb.to(torch.float32)
             if latents.shape[-2:] != (size, size):
                 latents = F.interpolate(latents, (size, size), mode="bilinear", align_corners=False)
-            return latents
+            return latents, None
         imgs = rgb.permute(0, 3, 1, 2).to(torch.float32)
         if imgs.shape[-2:] != (self.image_size, self.image_size):
             imgs = F.interpolate(imgs, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return self.encode_images(imgs)
+        return self.encode_images(imgs), imgs
 
     # ------------------------------------------------------------------------------------------ UNet calls
     @staticmethod
@@ -306,25 +302,77 @@ class StableDiffusionGuidanceBase(BaseModule):
         """
         return self.cfg.guidance_scale
 
+    def perp_neg_scale(self) -> float:
+        """The scale of Perp-Neg's combination ``eps_uncond + s (e_pos + ...)``: ``guidance_scale`` as written, for
+        every rule (threestudio reads it so in SDS and the unified guidance alike, without SDS's ``+ 1``)."""
+        return self.cfg.guidance_scale
+
     def pretrained_context(self) -> ContextManager:
         """Context for calls of the pretrained UNet (VSD's shared mode switches the LoRA off in it)."""
         return contextlib.nullcontext()
 
-    def guided_eps(self, noisy_latents: Tensor, t: Tensor, text_embeddings: Tensor) -> Tensor:
-        """Classifier-free-guided noise prediction of the pretrained model; ``text_embeddings`` is [cond; uncond]."""
+    def predict(self, x: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        """Pretrained noise predictions (kB, C, h, w) at ``x`` (B, C, h, w), ``t`` (B,) for k stacked embedding sets
+        (kB, N, C), in one UNet call; v-predictions are converted to eps."""
+        k = embeddings.shape[0] // x.shape[0]
+        xs, ts = torch.cat([x] * k), torch.cat([t] * k)
         with self.pretrained_context():
-            out = self.run_unet(
-                self.models.unet, torch.cat([noisy_latents] * 2), torch.cat([t] * 2), text_embeddings
-            )
-        eps = self.schedule.to_eps(out, torch.cat([noisy_latents] * 2), torch.cat([t] * 2))
-        eps_text, eps_uncond = eps.chunk(2)
-        return classifier_free_guidance(eps_text, eps_uncond, self.cfg_scale())
+            out = self.run_unet(self.models.unet, xs, ts, embeddings)
+        return self.schedule.to_eps(out, xs, ts)
 
-    # ------------------------------------------------------------------------------------------- the step
-    def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
-        """What is subtracted from ``eps_cfg`` (no grad), and extra outputs (e.g. ``loss_lora``)."""
+    def guided_prediction(self, step: DistillationStep, x: Tensor, t: Tensor, scale: float,
+                          perp_scale: float) -> Dict[str, Tensor]:
+        """The pretrained model's predictions at ``(x, t)``: ``eps_text``, ``eps_uncond``, ``eps_null`` (rules with
+        ``needs_null``) and ``eps_cfg``, CFG with diffusers scale ``scale`` or, with Perp-Neg, its combination at
+        ``perp_scale``. The prompts are the step's; one UNet call for all of them."""
+        b = x.shape[0]
+        pu = step.prompt_utils
+        if pu.use_perp_neg:
+            if not self.supports_perp_neg:
+                raise ConfigError(
+                    f"system.prompt_processor.use_perp_neg: {type(self).__name__} does not combine predictions with "
+                    "Perp-Neg (SDS, VSD, SDI and ISM do); set it to false"
+                )
+            embeddings, weights = pu.get_text_embeddings_perp_neg(step.elevation, step.azimuth, step.camera_distances)
+        else:
+            embeddings, weights = step.text_embeddings, None
+        null_separate = self.needs_null and pu.negative_prompt != ""
+        if null_separate:
+            embeddings = torch.cat([embeddings, pu.get_null_embeddings(b, x.device)])
+        eps = self.predict(x, t, embeddings)
+        out = {"eps_text": eps[:b], "eps_uncond": eps[b : 2 * b]}
+        if self.needs_null:
+            out["eps_null"] = eps[-b:] if null_separate else out["eps_uncond"]
+        if weights is None:
+            out["eps_cfg"] = classifier_free_guidance(out["eps_text"], out["eps_uncond"], scale)
+        else:
+            negs = eps[2 * b : 4 * b].view(b, 2, *eps.shape[1:])
+            out["eps_cfg"] = perp_neg_guidance(out["eps_text"], out["eps_uncond"], negs, weights, perp_scale)
+        return out
+
+    # ------------------------------------------------------------------------------------------ rule hooks
+    def noisy_latents(self, step: DistillationStep) -> None:
+        """Set ``step.noisy_latents``: ``x_t = alpha_t x0 + sigma_t eps`` (the forward process). ISM and SDI reach
+        ``x_t`` by DDIM inversion instead (and set ``step.noise`` to the noise it implies)."""
+        step.noisy_latents = self.schedule.add_noise(step.latents.detach(), step.noise, step.t)
+
+    def pretrained_predictions(self, step: DistillationStep) -> None:
+        """Fill in the step's pretrained predictions at ``x_t`` (:meth:`guided_prediction` with this rule's scales)."""
+        for key, value in self.guided_prediction(
+            step, step.noisy_latents, step.t, self.cfg_scale(), self.perp_neg_scale()
+        ).items():
+            setattr(step, key, value)
+
+    def update(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
+        """The rule: the direction (B, C, h, w, no grad) that ``w(t)`` multiplies, and extra outputs (``loss_lora``).
+        ``kwargs`` are the call's other keyword arguments (VSD: ``lora_scale``)."""
         raise NotImplementedError
 
+    def weight(self, step: DistillationStep) -> Tensor:
+        """``w(t)`` shaped (B, 1, 1, 1), by ``weighting_strategy``."""
+        return self.schedule.weight(step.t, self.cfg.weighting_strategy, step.latents.ndim)
+
+    # ------------------------------------------------------------------------------------------- the step
     def reparameterised_loss(self, latents: Tensor, grad: Tensor) -> Tuple[Tensor, Tensor]:
         """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after the scheduled clipping of ``grad``.
 
@@ -337,6 +385,20 @@ class StableDiffusionGuidanceBase(BaseModule):
         target = (latents - grad).detach()
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
         return loss, grad
+
+    @torch.no_grad()
+    def image_loss_gradient(self, step: DistillationStep) -> Tensor:
+        """HiFA's image-space update (threestudio's ``use_img_loss``), (B, 3, H, W):
+        ``w(t) (image_baseline - decode(x0_hat(eps_cfg))) alpha_t / sigma_t``, where ``x0_hat(eps) =
+        (x_t - sigma_t eps) / alpha_t`` and the baseline image is the render itself, or the decoded clean estimate of
+        ``step.baseline`` (VSD: ``eps_phi``)."""
+        alpha, sigma = self.schedule.alpha_sigma(step.t, step.latents.ndim)
+
+        def decoded(eps: Tensor) -> Tensor:
+            return self.decode_latents((step.noisy_latents - sigma * eps) / alpha).permute(0, 3, 1, 2)
+
+        baseline = step.images if step.baseline is None else decoded(step.baseline)
+        return self.weight(step) * (baseline.detach() - decoded(step.eps_cfg)) * alpha / sigma
 
     def forward(
         self,
@@ -352,35 +414,35 @@ class StableDiffusionGuidanceBase(BaseModule):
         noise: Optional[Tensor] = None,
         **kwargs: Any,
     ) -> Dict[str, Any]:
-        """One guidance step. Returns ``loss_<name>``, ``grad_norm``, ``min_step``, ``max_step`` (+ subclass extras).
+        """One guidance step. Returns ``loss_<loss_name>``, ``grad_norm``, ``min_step``, ``max_step`` (+ the rule's
+        extras; ``loss_<loss_name>_img`` with ``use_img_loss``).
 
         ``t`` (B,) and ``noise`` (B, 4, h, w) fix the draws (tests, toy studies); other keyword arguments of the
-        system's batch are accepted and ignored unless the subclass uses them (VSD: ``lora_scale``).
+        system's batch are handed to the rule's ``update`` (VSD: ``lora_scale``) and otherwise ignored.
         """
         self._ensure_device(rgb.device)
-        latents = self.prepare_latents(rgb, rgb_as_latents)
+        if self.cfg.use_img_loss and rgb_as_latents:
+            raise ConfigError(
+                f"{self.key('use_img_loss')}: HiFA's image loss needs renders, not latents; set rgb_as_latents false "
+                "(system.rgb_as_latents) or use_img_loss false"
+            )
+        latents, images = self.prepare_latents(rgb, rgb_as_latents)
         batch_size = latents.shape[0]
-        if t is None:
-            t = self.sample_timesteps(batch_size, latents.device)
-        if noise is None:
-            noise = torch.randn_like(latents)
-        t = t.to(latents.device).long()
-        noisy = self.schedule.add_noise(latents.detach(), noise, t)
-        text = prompt_utils.get_text_embeddings(
+        t = self.sample_timesteps(batch_size, latents.device) if t is None else t.to(latents.device).long()
+        noise = torch.randn_like(latents) if noise is None else noise.to(latents)
+        step = DistillationStep(
+            latents, images, t, noise, prompt_utils, elevation, azimuth, camera_distances, c2w, mvp_mtx
+        )
+        step.text_embeddings = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, view_dependent_prompting=self.cfg.view_dependent_prompting
         )
         with torch.no_grad():
-            eps_cfg = self.guided_eps(noisy, t, text)
-        step = DistillationStep(
-            latents, noisy, t, noise, prompt_utils, elevation, azimuth, camera_distances, c2w, mvp_mtx
-        )
-        baseline, extra = self.baseline(step, **kwargs)
-        grad = self.schedule.weight(t, self.cfg.weighting_strategy, latents.ndim) * (eps_cfg - baseline)
+            self.noisy_latents(step)
+            self.pretrained_predictions(step)
+        direction, extra = self.update(step, **kwargs)
+        grad = self.weight(step) * direction
         loss, grad = self.reparameterised_loss(latents, grad)
-        return {
-            f"loss_{self.loss_name}": loss,
-            **extra,
-            "grad_norm": grad.norm(),
-            "min_step": self.min_step,
-            "max_step": self.max_step,
-        }
+        out = {f"loss_{self.loss_name}": loss, **extra}
+        if self.cfg.use_img_loss:
+            out[f"loss_{self.loss_name}_img"], _ = self.reparameterised_loss(images, self.image_loss_gradient(step))
+        return {**out, "grad_norm": grad.norm(), "min_step": self.min_step, "max_step": self.max_step}

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import CheckpointError, ConfigError
-from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
+from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
     build_camera_embedding,
@@ -46,6 +46,8 @@ from framework.guidance.camera_embedding import (
 )
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
+from framework.guidance.lora_fit import lora_fit
+from framework.guidance.step import DistillationStep
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -64,9 +66,12 @@ class LoraModel:
 
 @registry.register("guidance", "stable-diffusion-vsd-guidance")
 class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
-    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``."""
+    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``, and every
+    ``lora_fit_every`` steps the ``lora_fit/*`` diagnostic (``lora_fit/ratio`` on the progress bar)."""
 
     loss_name = "vsd"
+    progress_bar_keys = ("lora_fit/ratio",)
+    sparse_keys = ("lora_fit/",)
 
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
@@ -101,6 +106,13 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
+        lora_fit_every: int = 100
+        """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; 0: never. Make N a
+        multiple of trainer.log_every_n_steps so that every measurement is written."""
+        lora_fit_timesteps: List[int] = field(default_factory=lambda: [100, 300, 500, 700, 900])
+        """The fixed timesteps of the LoRA-fit diagnostic."""
+        lora_fit_seed: int = 0
+        """Seed of the diagnostic's fixed noise."""
 
     cfg: Config
 
@@ -148,6 +160,14 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         )
         if cfg.lora_weights_path:
             self.load_lora(cfg.lora_weights_path)
+        n = self.lora_schedule.num_train_timesteps
+        bad = [t for t in cfg.lora_fit_timesteps if not 0 <= t < n]
+        if bad or not cfg.lora_fit_timesteps:
+            raise ConfigError(
+                f"{self.key('lora_fit_timesteps')}: {bad[0] if bad else 'an empty list'} is no timestep of the LoRA "
+                f"model (0 to {n - 1}); give a few timesteps such as [100, 300, 500, 700, 900]"
+            )
+        self._lora_fit_step = -1
 
     def frozen_modules(self) -> List[nn.Module]:
         return super().frozen_modules() + [self.lora_model.unet]
@@ -219,9 +239,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         return torch.rand(n, device=device) >= self.cfg.lora_camera_dropout
 
     # ------------------------------------------------------------------------------------------- the step
-    def baseline(
+    def update(
         self, step: DistillationStep, lora_scale: Optional[float] = None, **kwargs: Any
     ) -> Tuple[Tensor, Dict[str, Any]]:
+        eps_phi, extra = self.estimate(step, lora_scale)
+        step.baseline = eps_phi
+        return step.eps_cfg - eps_phi, extra
+
+    def estimate(self, step: DistillationStep, lora_scale: Optional[float] = None) -> Tuple[Tensor, Dict[str, Any]]:
+        """``eps_phi`` at the step's ``x_t`` (no grad) and the LoRA loss (``loss_lora``, with the diagnostic)."""
         scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
         b = step.latents.shape[0]
         text = step.prompt_utils.get_text_embeddings(
@@ -230,8 +256,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         camera = camera_condition(
             self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
         ).to(step.latents.device)
+        fit = self.lora_fit_due(step, text, camera, scale)
         if self.cfg.lora_train_on_estimate:
-            return self._estimate_and_train(step, text, camera, scale)
+            eps_phi, extra = self._estimate_and_train(step, text, camera, scale)
+            return eps_phi, {**extra, **fit}
         with torch.no_grad():
             eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
         n = self.cfg.lora_n_timestamp_samples
@@ -240,7 +268,18 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         noise = torch.randn_like(latents)
         keep = self._keep_camera(b * n, latents.device)
         loss_lora = self.lora_training_loss(latents, text.repeat(n, 1, 1), camera.repeat(n, 1), t, noise, keep, scale)
-        return eps_phi, {"loss_lora": loss_lora}
+        return eps_phi, {"loss_lora": loss_lora, **fit}
+
+    def lora_fit_due(self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float) -> Dict[str, float]:
+        """The LoRA-fit diagnostic (:mod:`framework.guidance.lora_fit`) on this step's latents, once at steps
+        N-1, 2N-1, ... (N = ``lora_fit_every``, the steps Lightning writes logs at); an empty dict otherwise.
+        Measured before this step's LoRA update, on the latents this step trains on."""
+        every = self.cfg.lora_fit_every
+        if every <= 0 or (self.global_step + 1) % every or self._lora_fit_step == self.global_step:
+            return {}
+        self._lora_fit_step = self.global_step
+        return lora_fit(self.lora_forward, self.lora_schedule, step.latents, text, camera,
+                        self.cfg.lora_fit_timesteps, scale, self.cfg.lora_fit_seed)
 
     def _estimate_and_train(
         self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float

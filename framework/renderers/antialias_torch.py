@@ -58,12 +58,42 @@ def edge_neighbours(tri: Tensor) -> Tensor:
     return result.reshape(n_faces, 3)
 
 
+@torch.no_grad()
+def silhouette_edges(pos: Tensor, tri: Tensor, neighbours: Tensor) -> Tensor:
+    """Which edges of each face are silhouettes in each view, ``(B, F, 3)`` bool (edge ``k`` opposite corner ``k``).
+
+    An edge is a silhouette when it belongs to one face only, or when the face across it lies on the same side of it
+    on screen as this face does (it folds behind or over it). Faces with a vertex (or a far vertex) at or behind the
+    camera plane have none. Orientation on screen is taken in NDC (the pixel scale does not change its sign).
+    """
+    w = pos[..., 3]
+    in_front = w > 0
+    ndc = pos[..., :2] / torch.where(in_front, w, torch.ones_like(w))[..., None]  # (B, V, 2)
+    corners = ndc[:, tri]  # (B, F, 3, 2)
+    far = neighbours.clamp(min=0)
+    has_far = neighbours >= 0
+
+    def orientation(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+        return (b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1]) - (c[..., 0] - a[..., 0]) * (b[..., 1] - a[..., 1])
+
+    own = orientation(corners[:, :, 0], corners[:, :, 1], corners[:, :, 2])  # (B, F)
+    wings = []
+    for k in range(3):
+        k1, k2 = (k + 1) % 3, (k + 2) % 3
+        other = torch.where(has_far[:, k, None], ndc[:, far[:, k]], corners[:, :, k])
+        wings.append(orientation(other, corners[:, :, k1], corners[:, :, k2]))
+    silhouette = (torch.stack(wings, -1) > 0) == (own > 0)[..., None]
+    valid = in_front[:, tri].all(-1) & (in_front[:, far] | ~has_far).all(-1)
+    return silhouette & valid[..., None]
+
+
 def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, neighbours: Optional[Tensor] = None) -> Tensor:
     """nvdiffrast's ``antialias``: ``color (B, H, W, C)`` blended across silhouette edges, same shape.
 
     ``rast (B, H, W, 4)`` from the rasterizer, ``pos (B, V, 4)`` the clip-space vertices it rasterized (gradients
     reach them), ``tri (F, 3)``; ``neighbours`` is ``edge_neighbours(tri)``, computed here if not given (pass it when
-    antialiasing several images of one mesh).
+    antialiasing several images of one mesh). The cost grows with the number of pixel pairs that meet a face with a
+    silhouette edge; antialias several images of one render at once by concatenating their channels.
     """
     batch, height, width, channels = color.shape
     tri = tri.long()
@@ -71,51 +101,34 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, neighbours:
         neighbours = edge_neighbours(tri)
     face = rast[..., 3].detach().round().long() - 1  # (B, H, W)
     depth = rast[..., 2].detach()
-    pairs = []
-    for vertical in (False, True):
-        f0, f1 = (face[:, :-1, :], face[:, 1:, :]) if vertical else (face[:, :, :-1], face[:, :, 1:])
-        b, i, j = torch.nonzero(f0 != f1, as_tuple=True)
-        pairs.append((vertical, b, i, j))
+    silhouette = silhouette_edges(pos.detach(), tri, neighbours)  # (B, F, 3)
+    has_silhouette = silhouette.any(-1)
     flat_color = color.reshape(-1, channels)
     delta_index, delta_value = [], []
-    for vertical, b, i, j in pairs:
+    for vertical in (False, True):
+        with torch.no_grad():
+            f0, f1 = (face[:, :-1, :], face[:, 1:, :]) if vertical else (face[:, :, :-1], face[:, :, 1:])
+            b, i, j = torch.nonzero(f0 != f1, as_tuple=True)
+            i1, j1 = (i + 1, j) if vertical else (i, j + 1)
+            fa, fb = face[b, i, j], face[b, i1, j1]
+            use_a = (fa >= 0) & ((fb < 0) | (depth[b, i, j] < depth[b, i1, j1]))
+            front = torch.where(use_a, fa, fb)
+            # only pairs whose front face has a silhouette edge in this view can be blended
+            keep = torch.nonzero(has_silhouette[b, front])[:, 0]
+            b, i, j, i1, j1, use_a, front = (t[keep] for t in (b, i, j, i1, j1, use_a, front))
         if b.numel() == 0:
             continue
-        i1, j1 = (i + 1, j) if vertical else (i, j + 1)
-        fa, fb = face[b, i, j], face[b, i1, j1]
-        with torch.no_grad():
-            use_a = (fa >= 0) & ((fb < 0) | (depth[b, i, j] < depth[b, i1, j1]))
-        front = torch.where(use_a, fa, fb)
         ds = torch.where(use_a, 1.0, -1.0).to(pos.dtype)  # +1: the front face is at the first pixel
         # pixel centre of the front face's pixel, and the pixel coordinates of that face's corners relative to it
         ci = torch.where(use_a, i, i1).to(pos.dtype) + 0.5
         cj = torch.where(use_a, j, j1).to(pos.dtype) + 0.5
-        corners = tri[front]  # (N, 3)
-        v = pos[b[:, None], corners]  # (N, 3, 4)
+        v = pos[b[:, None], tri[front]]  # (N, 3, 4)
         w = v[..., 3]
-        valid = (w > 0).all(-1)
         w_safe = torch.where(w > 0, w, torch.ones_like(w))
         px = (v[..., 0] / w_safe + 1.0) * (0.5 * width) - cj[:, None]
         py = (v[..., 1] / w_safe + 1.0) * (0.5 * height) - ci[:, None]
         # "along" is the pair's direction, "across" the other axis
         along, across = (py, px) if vertical else (px, py)
-        far = neighbours[front]  # (N, 3)
-        vf = pos[b[:, None], far.clamp(min=0)]
-        wf = torch.where(vf[..., 3] > 0, vf[..., 3], torch.ones_like(vf[..., 3]))
-        fx = (vf[..., 0] / wf + 1.0) * (0.5 * width) - cj[:, None]
-        fy = (vf[..., 1] / wf + 1.0) * (0.5 * height) - ci[:, None]
-        with torch.no_grad():
-            valid &= ((vf[..., 3] > 0) | (far < 0)).all(-1)
-            # edge k joins corners k+1 and k+2; the face's own orientation against the wing (edge + far vertex)
-            own = (px[:, 1] - px[:, 0]) * (py[:, 2] - py[:, 0]) - (px[:, 2] - px[:, 0]) * (py[:, 1] - py[:, 0])
-            silhouette = []
-            for k in range(3):
-                k1, k2 = (k + 1) % 3, (k + 2) % 3
-                ox = torch.where(far[:, k] >= 0, fx[:, k], px[:, k])
-                oy = torch.where(far[:, k] >= 0, fy[:, k], py[:, k])
-                wing = (px[:, k1] - ox) * (py[:, k2] - oy) - (px[:, k2] - ox) * (py[:, k1] - oy)
-                silhouette.append((wing > 0) == (own > 0))
-            silhouette = torch.stack(silhouette, -1)
         crossings, usable = [], []
         for k in range(3):
             k1, k2 = (k + 1) % 3, (k + 2) % 3
@@ -128,14 +141,14 @@ def antialias(color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, neighbours:
             safe = torch.where(straddles, d_across, torch.ones_like(d_across))
             t = ds * (a0 - c0 * (a1 - a0) / safe)  # where the edge meets the pair's line, towards the other pixel
             crossings.append(torch.where(straddles, t, torch.full_like(t, -torch.finfo(t.dtype).max)))
-            usable.append(steep & silhouette[:, k])
+            usable.append(steep)
         crossings = torch.stack(crossings, -1)
-        usable = torch.stack(usable, -1)
         with torch.no_grad():
+            usable = torch.stack(usable, -1) & silhouette[b, front]
             exit_edge = crossings.argmax(-1)
         t = crossings.gather(1, exit_edge[:, None])[:, 0]
-        keep = valid & usable.gather(1, exit_edge[:, None])[:, 0]
         with torch.no_grad():
+            keep = usable.gather(1, exit_edge[:, None])[:, 0]
             keep &= (t > -CROSSING_TOLERANCE) & (t < 1.0 + CROSSING_TOLERANCE)
         t = t[keep].clamp(0.0, 1.0)
         if t.numel() == 0:

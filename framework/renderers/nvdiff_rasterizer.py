@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import PositiveFloat
 from framework.module import BaseModule
 from framework.renderers.raster_context import RasterContext, make_context
 from framework.renderers.nerf_volume_renderer import _SubModules
@@ -67,7 +68,7 @@ class NVDiffRasterizer(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene's bounding box (threestudio's field; the rasterizer draws the whole mesh)."""
         context_type: Literal["gl", "cuda"] = "gl"
         """nvdiffrast's context: gl (OpenGL; EGL on a headless machine) or cuda; unused by the PyTorch back end."""
@@ -126,8 +127,7 @@ class NVDiffRasterizer(BaseModule):
         bg_color: Optional[Tensor] = None,
         **kwargs: Any,
     ) -> Dict[str, Any]:
-        """Render ``B`` views ``mvp_mtx (B, 4, 4)`` from ``camera_positions (B, 3)`` lit from ``light_positions (B, 3)``.
-        """
+        """Render ``B`` views: ``mvp_mtx (B, 4, 4)``, ``camera_positions (B, 3)``, ``light_positions (B, 3)``."""
         batch_size = mvp_mtx.shape[0]
         height, width = int(height), int(width)
         mesh = self.geometry.isosurface()
@@ -135,20 +135,17 @@ class NVDiffRasterizer(BaseModule):
         tri = mesh.t_pos_idx
         v_clip = ctx.vertex_transform(mesh.v_pos, mvp_mtx.to(mesh.v_pos.device))
         rast = ctx.rasterize(v_clip, tri, (height, width))
-        topology = ctx.topology(tri)
-
-        def aa(image: Tensor) -> Tensor:
-            return ctx.antialias(image, rast, v_clip, tri, topology)
-
         mask = (rast[..., 3:] > 0).to(v_clip.dtype)
-        out: Dict[str, Any] = {"opacity": aa(mask), "mesh": mesh}
-
         gb_normal = F.normalize(ctx.interpolate(mesh.v_nrm, rast, tri), dim=-1)
-        out["comp_normal"] = aa(torch.lerp(torch.zeros_like(gb_normal), (gb_normal + 1.0) / 2.0, mask))
         gb_pos = ctx.interpolate(mesh.v_pos, rast, tri)
         cameras = camera_positions.to(gb_pos)[:, None, None, :]
-        out["depth"] = aa((gb_pos - cameras).norm(dim=-1, keepdim=True) * mask)
-
+        # every image is antialiased in one call (the edge analysis is shared): channels concatenated, then split
+        images = {
+            "opacity": mask,
+            "comp_normal": torch.lerp(torch.zeros_like(gb_normal), (gb_normal + 1.0) / 2.0, mask),
+            "depth": (gb_pos - cameras).norm(dim=-1, keepdim=True) * mask,
+        }
+        out: Dict[str, Any] = {"mesh": mesh}
         if render_rgb:
             selector = mask[..., 0] > 0
             gb_viewdirs = F.normalize(gb_pos - cameras, dim=-1)
@@ -175,7 +172,10 @@ class NVDiffRasterizer(BaseModule):
                 bg = bg_color.to(comp_rgb_bg)
                 if bg.dim() == 2:
                     bg = bg[:, None, None, :].expand(-1, height, width, -1)
-            out["comp_rgb"] = aa(torch.lerp(bg.to(gb_rgb_fg), gb_rgb_fg, mask))
-            out["comp_rgb_fg"] = aa(gb_rgb_fg)
+            images["comp_rgb"] = torch.lerp(bg.to(gb_rgb_fg), gb_rgb_fg, mask)
+            images["comp_rgb_fg"] = gb_rgb_fg
             out["comp_rgb_bg"] = comp_rgb_bg
+        stacked = ctx.antialias(torch.cat([v.to(v_clip.dtype) for v in images.values()], -1), rast, v_clip, tri)
+        for (name, image), part in zip(images.items(), stacked.split([v.shape[-1] for v in images.values()], -1)):
+            out[name] = part.to(image.dtype)
         return out

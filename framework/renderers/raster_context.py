@@ -16,8 +16,7 @@ Interface::
     ctx.vertex_transform(verts (V, 3), mvp (B, 4, 4)) -> clip (B, V, 4)
     ctx.rasterize(clip, tri (F, 3), (H, W)) -> rast (B, H, W, 4)
     ctx.interpolate(attr (V, C) or (B, V, C), rast, tri) -> (B, H, W, C)
-    topology = ctx.topology(tri)          # edge adjacency, computed once per mesh for several antialias calls
-    ctx.antialias(color (B, H, W, C), rast, clip, tri, topology) -> (B, H, W, C)
+    ctx.antialias(color (B, H, W, C), rast, clip, tri) -> (B, H, W, C)   # antialias all channels of a render at once
 """
 
 from __future__ import annotations
@@ -50,12 +49,7 @@ class RasterContext:
     def interpolate(self, attr: Tensor, rast: Tensor, tri: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def topology(self, tri: Tensor) -> Any:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def antialias(
-        self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: Any = None
-    ) -> Tensor:  # pragma: no cover - interface
+    def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -73,11 +67,8 @@ class TorchRasterContext(RasterContext):
     def interpolate(self, attr: Tensor, rast: Tensor, tri: Tensor) -> Tensor:
         return rasterize_torch.interpolate(attr, rast, tri)
 
-    def topology(self, tri: Tensor) -> Tensor:
-        return antialias_torch.edge_neighbours(tri)
-
-    def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: Any = None) -> Tensor:
-        return antialias_torch.antialias(color, rast, pos, tri, topology)
+    def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor) -> Tensor:
+        return antialias_torch.antialias(color, rast, pos, tri)
 
 
 class NVDiffrastContext(RasterContext):
@@ -106,13 +97,8 @@ class NVDiffrastContext(RasterContext):
         out, _ = self.dr.interpolate(attr.float().contiguous(), rast, tri.int().contiguous())
         return out
 
-    def topology(self, tri: Tensor) -> Any:
-        return self.dr.antialias_construct_topology_hash(tri.int().contiguous())
-
-    def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor, topology: Any = None) -> Tensor:
-        return self.dr.antialias(
-            color.float().contiguous(), rast, pos.float().contiguous(), tri.int().contiguous(), topology_hash=topology
-        )
+    def antialias(self, color: Tensor, rast: Tensor, pos: Tensor, tri: Tensor) -> Tensor:
+        return self.dr.antialias(color.float().contiguous(), rast, pos.float().contiguous(), tri.int().contiguous())
 
 
 def nvdiffrast_importable() -> bool:
