@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 from torch import Tensor
 
 from framework import registry
-from framework.config import PositiveInt
+from framework.config import NonNegativeInt, PositiveInt
 from framework.networks.activations import get_activation
 from framework.networks.mlp import MLPConfig, VanillaMLP
 from framework.materials.base import BaseMaterial
@@ -19,8 +19,8 @@ class NoMaterial(BaseMaterial):
 
     @dataclass
     class Config:
-        n_output_dims: PositiveInt = 3
-        """Colour channels."""
+        n_output_dims: NonNegativeInt = 3
+        """Colour channels (0: a material that is never shaded, as in threestudio's geometry-stage configs)."""
         color_activation: str = "sigmoid"
         """Activation applied to the colour (sigmoid, none, ...)."""
         input_feature_dims: Optional[PositiveInt] = None
