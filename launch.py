@@ -126,6 +126,7 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     from framework.utils.checkpoint import check_system, load_checkpoint
     from framework.utils.seeding import seed_all
     from systems.fault_tolerance import InterruptCheckpoint
+    from systems.loggers import extra_loggers
     from systems.preflight import build_lightning, check_argument_types, check_output_space, check_resume
 
     mode = next((m for m in MODES if getattr(args, m)), None)
@@ -186,6 +187,7 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
         loggers = [
             TensorBoardLogger(str(trial), name="tb_logs", version=""),
             CSVLogger(str(trial), name="csv_logs", version=""),
+            *extra_loggers(system.cfg.loggers, trial, system.key("loggers")),
         ]
         trainer = build_lightning(
             "trainer",

@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 
 from framework import registry
-from framework.config import Bounds
+from framework.config import Bounds, StepValued
 from framework.errors import ConfigError
 from framework.module import Configurable
 from framework.schedule import Schedule
@@ -30,6 +30,7 @@ from framework.utils.checkpoint import check_finite, check_system, load_checkpoi
 from framework.utils.saving import Panel, Saver
 from framework.utils.seeding import derived_seed, seed_all
 from systems.fault_tolerance import NonFiniteGuard, check_savable
+from systems.loggers import LoggersConfig
 from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 
 
@@ -50,8 +51,10 @@ class BaseSystem(Configurable, pl.LightningModule):
         """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
         exporter: Any = field(default_factory=dict)
         """Config of the exporter."""
+        loggers: LoggersConfig = field(default_factory=LoggersConfig)
+        """Experiment loggers besides TensorBoard and CSV (threestudio's ``wandb`` block; see systems/loggers.py)."""
         max_nonfinite_steps: Annotated[
-            int, Bounds(ge=1, hint="set at least 1 (the skipped steps in a row that stop the run)")
+            int, Bounds(ge=1, hint="set at least 1 (the skipped steps in a row that stop the run)"), StepValued("count")
         ] = 5
         """A step with a NaN/Inf loss or gradient is skipped (no update, still counted); this many in a row stop."""
 
@@ -67,7 +70,7 @@ class BaseSystem(Configurable, pl.LightningModule):
         self._save_dir: Optional[Path] = None
         self.saver = Saver(None)
         self._loaded_step = 0
-        self._losses_checked = False
+        self._losses_checked: Optional[frozenset] = None  # the loss names checked against the weights
         self.configure()
         if self.cfg.weights:
             self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
@@ -137,6 +140,9 @@ class BaseSystem(Configurable, pl.LightningModule):
         return sched is not None and not (sched.is_constant and sched(0) == 0.0)
 
     def _check_losses(self, names: Sequence[str]) -> None:
+        """Match the returned ``loss_<x>`` with the weights ``lambda_<x>``; check that some weight is non-zero at every
+        step of the run. At the first step, and again whenever the set of returned losses changes, so that no
+        mismatch can surface as a crash hours into a run."""
         weights = {k[len("lambda_") :] for k in self.cfg.loss if k.startswith("lambda_")}
         bad_keys = [k for k in self.cfg.loss if not k.startswith("lambda_")]
         if bad_keys:
@@ -155,19 +161,39 @@ class BaseSystem(Configurable, pl.LightningModule):
                 f"no loss_{orphans[0]} is computed by {type(self).__name__}; remove the weight or fix its name "
                 f"(losses it returns: {', '.join(sorted(names))})",
             )
-        self._losses_checked = True
+        if self._losses_checked is None:
+            self._check_some_weight_nonzero(names)
+        self._losses_checked = frozenset(names)
+
+    def _check_some_weight_nonzero(self, names: Sequence[str]) -> None:
+        """Fail now if at some step of the run every weight of the returned losses is zero (nothing would train)."""
+        schedules = [self.cfg.loss[f"lambda_{n}"] for n in names]
+        max_steps = int(getattr(self.trainer, "max_steps", -1) or -1) if self._trainer is not None else -1
+        points = sorted({0, *(s for sched in schedules for s, _ in sched.points)})
+        if max_steps > 0:
+            points = [p for p in points if p < max_steps] + [max_steps - 1]
+        candidates = sorted(set(points) | {(a + b) // 2 for a, b in zip(points, points[1:])})
+        for step in candidates:
+            if step >= self.global_step and all(sched(step) == 0.0 for sched in schedules):
+                raise self.config_error(
+                    "loss",
+                    f"every loss weight is zero at step {step} (losses: {', '.join(sorted(names))}); nothing would "
+                    "train from there; make one lambda_<x> non-zero at that step",
+                )
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.training_losses(batch)
         losses = {k[len("loss_") :]: v for k, v in out.items() if k.startswith("loss_")}
-        if not self._losses_checked:
+        if self._losses_checked != frozenset(losses):
             self._check_losses(list(losses))
         step = self.global_step
         total: Any = 0.0
         weighted = {}
         for name, value in losses.items():
             weight = self.cfg.loss[f"lambda_{name}"](step)
-            self.log(f"train/loss_{name}", value.detach(), prog_bar=weight != 0.0)
+            # The logging arguments of a key must stay the same for the whole run (Lightning refuses a change with
+            # MisconfigurationException): they depend on the config only, never on the step's weight.
+            self.log(f"train/loss_{name}", value.detach(), prog_bar=self.loss_enabled(name))
             self.log(f"train/lambda_{name}", weight)
             if weight != 0.0:
                 total = total + weight * value

@@ -153,7 +153,7 @@ TYPES = rows(
     Row("type-null", [*IMAGE, "name=null"], "config error: name: must not be null"),
     Row("type-mapping", [*IMAGE, "system.loss=3"], "config error: system.loss: expected a mapping, got 3"),
     Row("type-schedule", [*IMAGE, "system.loss.lambda_mse=[1,2]"],
-        "a list schedule is [start_step, start, end, end_step] or [start, end, end_step], got [1, 2]"),
+        "a list schedule is [start_step, start, end, end_step], [start, end, end_step] or [s0, v0, v1, s1, v2, s2, ...], got [1, 2]"),
     Row("type-trainer-int", [*IMAGE, "trainer.max_steps=abc"],
         "config error: trainer.max_steps: expected int, got 'abc' "
         "(in the command-line override 'trainer.max_steps=...')"),

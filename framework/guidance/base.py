@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, ContextManager, Dict, List, Optional, Tuple
+from typing import Annotated, Any, ContextManager, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -51,6 +51,7 @@ from framework.guidance.loading import (
     place_frozen,
     unique,
 )
+from framework.config import Bounds, PositiveFloat, Step, Steps
 from framework.errors import ConfigError
 from framework.module import BaseModule
 from framework.guidance.step import DistillationStep
@@ -69,6 +70,10 @@ class FrozenModels:
     """Its scheduler (read for ``alphas_cumprod``, ``prediction_type``, ``num_train_timesteps``)."""
 
 
+StepPercent = Annotated[Schedule, Bounds(ge=0, le=1, hint="give a fraction of the timesteps")]
+"""A timestep-range end as a fraction of num_train_timesteps (number or schedule, each value in [0, 1])."""
+
+
 class StableDiffusionGuidanceBase(BaseModule):
     """Shared machinery of the Stable Diffusion score-distillation guidances (not registered itself)."""
 
@@ -85,25 +90,25 @@ class StableDiffusionGuidanceBase(BaseModule):
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
         """Classifier-free guidance scale; each guidance states its convention (see cfg_scale)."""
-        min_step_percent: Schedule = 0.02
+        min_step_percent: StepPercent = 0.02
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
-        max_step_percent: Schedule = 0.98
+        max_step_percent: StepPercent = 0.98
         """Upper end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
-        anneal_start_step: Optional[int] = None
+        anneal_start_step: Optional[Step] = None
         """threestudio's VSD form of annealing: from this step on the upper end is max_step_percent_annealed."""
-        max_step_percent_annealed: float = 0.5
+        max_step_percent_annealed: Annotated[float, Bounds(ge=0, le=1, hint="give a fraction of the timesteps")] = 0.5
         """Upper end of the timestep range from anneal_start_step on (with anneal_start_step set)."""
         sqrt_anneal: bool = False
         """HiFA's annealing: t goes deterministically from max to min step with sqrt(step / trainer_max_steps)."""
-        trainer_max_steps: int = 25000
+        trainer_max_steps: Steps = 25000
         """Training length that sqrt_anneal spreads its schedule over."""
         use_img_loss: bool = False
         """HiFA's image-space loss (threestudio's): also return loss_<name>_img, weighted by lambda_<name>_img."""
         weighting_strategy: WeightingStrategy = "sds"
         """w(t): sds = 1 - alpha_bar_t, uniform = 1, fantasia3d = sqrt(alpha_bar_t) (1 - alpha_bar_t)."""
-        grad_clip: Optional[Schedule] = None
+        grad_clip: Optional[Annotated[Schedule, Bounds(gt=0)]] = None
         """Clamp the latent gradient to [-v, v] (number or schedule); null: no clipping."""
-        image_size: Optional[int] = None
+        image_size: Optional[Annotated[int, Bounds(ge=8, le=8192)]] = None
         """Square size renders are resized to before VAE encoding; null: the UNet's native size (SD 2.1-base: 512)."""
         view_dependent_prompting: bool = True
         """Use the prompt processor's view-dependent text (front/side/back/overhead) for the pretrained model."""
@@ -126,7 +131,6 @@ class StableDiffusionGuidanceBase(BaseModule):
         self._frozen_device = torch.device("cpu")
         self._frozen_dtype = load_dtype(self.cfg.half_precision_weights)
         self._offloaded: List[nn.Module] = []
-        self._check_step_range()
         path = self.cfg.pretrained_model_name_or_path
         self.models = FrozenModels(
             unet=self.load_unet(path, "pretrained_model_name_or_path"),
@@ -180,12 +184,6 @@ class StableDiffusionGuidanceBase(BaseModule):
         from diffusers import DDPMScheduler
 
         return load_component(DDPMScheduler, path, "scheduler", self.key(field))
-
-    def _check_step_range(self) -> None:
-        for field in ("min_step_percent", "max_step_percent"):
-            for _, v in getattr(self.cfg, field).points:
-                if not 0.0 <= v <= 1.0:
-                    raise ConfigError(f"{self.key(field)}: {v} is outside [0, 1]; give a fraction of the timesteps")
 
     # --------------------------------------------------------------------------------------- device, dtype
     def frozen_modules(self) -> List[nn.Module]:

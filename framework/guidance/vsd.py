@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability
 from framework.errors import CheckpointError, ConfigError
 from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
@@ -83,12 +84,12 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Classifier-free guidance scale of the pretrained model (diffusers convention)."""
         guidance_scale_lora: float = 1.0
         """Camera CFG of the LoRA model, eps_nocam + s (eps_cam - eps_nocam); 1.0 runs the camera branch only."""
-        lora_scale: float = 1.0
+        lora_scale: NonNegativeFloat = 1.0
         """Strength of the learnt adaptation (LoRA update and camera embedding output) in every LoRA-model call:
         0 is exactly the base UNet, trained or not; 1 full; also per call (lora_scale=)."""
-        lora_rank: int = 4
+        lora_rank: PositiveInt = 4
         """LoRA rank r."""
-        lora_alpha: float = 4.0
+        lora_alpha: PositiveFloat = 4.0
         """LoRA alpha; the update is scaled by alpha / r."""
         lora_target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
         """Attention projections that get a LoRA (every attention layer, self and cross)."""
@@ -96,9 +97,9 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Folder written by save_lora to start the LoRA and camera embedding from; null: fresh (B = 0)."""
         lora_cfg_training: bool = True
         """Drop the camera condition per sample in LoRA training (teaches the no-camera prediction for camera CFG)."""
-        lora_camera_dropout: float = 0.1
+        lora_camera_dropout: Probability = 0.1
         """Per-sample probability of zeroing the camera condition when lora_cfg_training."""
-        lora_n_timestamp_samples: int = 1
+        lora_n_timestamp_samples: PositiveInt = 1
         """Timesteps drawn per latent for the LoRA loss."""
         lora_train_on_estimate: bool = False
         """Train the LoRA on the estimate's x_t and t: one LoRA forward serves both (t then in [min, max] step)."""
@@ -106,12 +107,12 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
-        lora_fit_every: int = 100
+        lora_fit_every: NonNegativeInt = 100
         """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; 0: never. Make N a
         multiple of trainer.log_every_n_steps so that every measurement is written."""
-        lora_fit_timesteps: List[int] = field(default_factory=lambda: [100, 300, 500, 700, 900])
+        lora_fit_timesteps: List[NonNegativeInt] = field(default_factory=lambda: [100, 300, 500, 700, 900])
         """The fixed timesteps of the LoRA-fit diagnostic."""
-        lora_fit_seed: int = 0
+        lora_fit_seed: NonNegativeInt = 0
         """Seed of the diagnostic's fixed noise."""
 
     cfg: Config
@@ -120,10 +121,6 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     def configure(self) -> None:
         super().configure()
         cfg = self.cfg
-        if cfg.lora_n_timestamp_samples < 1:
-            raise ConfigError(f"{self.key('lora_n_timestamp_samples')}: must be at least 1")
-        if not 0.0 <= cfg.lora_camera_dropout <= 1.0:
-            raise ConfigError(f"{self.key('lora_camera_dropout')}: {cfg.lora_camera_dropout} is not a probability")
         paths = cfg.pretrained_model_name_or_path, cfg.pretrained_model_name_or_path_lora
         shared = cfg.share_unet and _same_model(*paths)
         if shared:

@@ -29,11 +29,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from framework.config import Bounds
 from framework.errors import ConfigError
 from framework.module import BaseObject
 from framework.prompt_processors.perp_neg import perp_neg_embeddings
@@ -232,11 +233,11 @@ class PromptProcessor(BaseObject):
         """Prompt of back views; null: '<prompt>, back view'."""
         prompt_overhead: Optional[str] = None
         """Prompt of overhead views; null: '<prompt>, overhead view'."""
-        front_threshold: float = 45.0
+        front_threshold: Annotated[float, Bounds(ge=0, le=180)] = 45.0
         """Cameras with |azimuth| below this (degrees) are front views."""
-        back_threshold: float = 45.0
+        back_threshold: Annotated[float, Bounds(ge=0, le=180)] = 45.0
         """Cameras with |azimuth| above 180 minus this (degrees) are back views."""
-        overhead_threshold: float = 60.0
+        overhead_threshold: Annotated[float, Bounds(ge=-90, le=90)] = 60.0
         """Cameras with elevation above this (degrees) are overhead views."""
         view_dependent_prompting: bool = True
         """Make per-view prompts; false: every view uses the base prompt."""
