@@ -11,6 +11,7 @@ import torch
 
 import launch
 from framework.experiment import CONFIG_DIR
+from tests.fixtures.stage_runs import convert_from
 
 RECIPES = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml"))
 
@@ -28,18 +29,6 @@ SMALL_MESH = [  # the rasterizer has no samples; a coarse grid and a small textu
     "data.n_val_views=1", "data.n_test_views=2", "system.geometry.isosurface_resolution=32",
     "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10",
 ]
-PREVIOUS_STAGE = {  # a recipe that starts from an earlier stage's checkpoint (geometry_convert_from: ???)
-    "prolificdreamer-geometry.yaml": "prolificdreamer.yaml",
-    "prolificdreamer-texture.yaml": "prolificdreamer-geometry.yaml",
-    "toy/vsd-geometry.yaml": "toy/vsd.yaml",
-    "toy/vsd-texture.yaml": "toy/vsd-geometry.yaml",
-}
-SURFACE_AT_25 = ["system.geometry.density_blob_scale=40"]
-"""A NeRF trained two steps is the initial blob, whose density (softplus(10) at its centre) never reaches threestudio's
-stage-2 conversion threshold of 25; the stage-1 runs made for a later stage's test raise the blob so that it has a
-surface there (the stage-2 recipe under test keeps its own values)."""
-
-
 def overrides_for(recipe: str, tiny_sd: str, tiny_sd_v: str, cache: Path, root: Path):
     text = (CONFIG_DIR / recipe).read_text()
     common = [
@@ -64,35 +53,13 @@ def overrides_for(recipe: str, tiny_sd: str, tiny_sd_v: str, cache: Path, root: 
     return common + models + sizes
 
 
-@pytest.fixture(scope="session")
-def stage_checkpoint(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path_factory):
-    """``stage_checkpoint(recipe)``: the last.ckpt of a two-step run of ``recipe`` (made once per session), itself
-    converted from its own previous stage when it has one."""
-    made = {}
-
-    def make(recipe: str) -> Path:
-        if recipe not in made:
-            root = tmp_path_factory.mktemp("stage")
-            argv = ["--config", recipe, "--train", *overrides_for(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, root)]
-            if recipe in PREVIOUS_STAGE:
-                argv.append(f"system.geometry_convert_from={make(PREVIOUS_STAGE[recipe])}")
-            else:
-                argv += SURFACE_AT_25
-            assert launch.main(argv) == 0
-            (made[recipe],) = root.rglob("last.ckpt")
-        return made[recipe]
-
-    return make
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_trains_validates_and_tests(
     recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, stage_checkpoint, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # recipes name repository paths (load/toy-sd)
     argv = ["--config", recipe, "--train", *overrides_for(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path)]
-    if recipe in PREVIOUS_STAGE:
-        argv.append(f"system.geometry_convert_from={stage_checkpoint(PREVIOUS_STAGE[recipe])}")
+    argv += convert_from(recipe, stage_checkpoint)
     assert launch.main(argv) == 0
     (trial,) = [p for p in tmp_path.rglob("smoke") if p.is_dir()]
     ckpt = torch.load(trial / "ckpts" / "last.ckpt", weights_only=True)

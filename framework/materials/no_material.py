@@ -57,6 +57,9 @@ class NoMaterial(BaseMaterial):
             color = features
         return self.color_act(color)
 
-    def export(self, features: Tensor, **kwargs: Any) -> Dict[str, Any]:
+    def export(self, features: Optional[Tensor] = None, **kwargs: Any) -> Dict[str, Any]:
+        """``albedo`` from the features; nothing for a geometry without them (a geometry-only DMTet)."""
+        if features is None:
+            return {}
         color = self(features).clamp(0.0, 1.0)
         return {"albedo": color[..., :3]}
