@@ -185,7 +185,7 @@ def _set(container: Dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = container
     for part in parts[:-1]:
-        node = node[part]
+        node = node.setdefault(part, {})  # a sub-config left at its defaults is written out
     node[parts[-1]] = value
 
 
