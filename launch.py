@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     rank = int(os.environ.get("LOCAL_RANK", 0))
     seed_all(exp.seed + rank)
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
-    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
+    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed, resumed=bool(exp.resume))
     if resume_data is not None:
         # what Lightning would fail on with a traceback, or would silently keep from the checkpoint
         check_resume(system, resume_data, exp.resume, mode, exp.trainer.get("max_steps"))

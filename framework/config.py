@@ -118,8 +118,6 @@ Step = Annotated[int, Bounds(ge=0), StepValued("point")]
 """A training step number ("from step N", "until step N"), >= 0."""
 Steps = Annotated[int, Bounds(ge=1), StepValued("duration")]
 """A number of training steps ("every N steps"), >= 1."""
-StepsOrNever = Annotated[int, Bounds(ge=0), StepValued("duration")]
-"""A number of training steps ("every N steps") where 0 means never."""
 
 
 def bounds_of(tp: Any) -> List[Bounds]:

@@ -67,6 +67,14 @@ SCHEDULER_STEPS: Dict[str, str] = {
 SCHEDULER_NOT_STEPS: Dict[str, str] = {"T_mult": "a factor between restart periods"}
 """Scheduler arguments whose names look step-valued but are not."""
 
+CONFIG_NOT_STEPS: Dict[str, str] = {
+    "xs_inv_steps": "DDIM-inversion steps within one training step (ISM)",
+    "inversion_n_steps": "DDIM-inversion grid size within one training step (SDI)",
+    "negative_domain_max_step": "a diffusion timestep threshold (NFSD), not a training step",
+    "lora_fit_timesteps": "diffusion timesteps of the LoRA-fit diagnostic, not training steps",
+}
+"""Config fields whose names look step-valued but count something else (diffusion timesteps, inversion steps)."""
+
 STEP_LIKE_NAME = re.compile(r"(?<!time)step|milestone|interval|until|iter|epoch|_every|^every", re.IGNORECASE)
 """Names of integer fields that look like training-step quantities; each must be declared (or listed as not).
 Diffusion timesteps (``lora_fit_timesteps``) are another quantity and do not match."""
@@ -146,7 +154,7 @@ class StepMap:
 
     def duration(self, steps: int) -> int:
         if steps == 0:
-            return 0  # "never" (StepsOrNever) stays never
+            return 0  # a zero interval (Lightning's "never") stays zero
         if steps > 0 and self.max_steps % steps == 0 and self.max_steps // steps in self.events:
             return self.length // (self.max_steps // steps)
         return max(1, round(steps * self.scale))
@@ -177,7 +185,7 @@ def _set(container: Dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = container
     for part in parts[:-1]:
-        node = node[part]
+        node = node.setdefault(part, {})  # a sub-config left at its defaults is written out
     node[parts[-1]] = value
 
 
@@ -238,7 +246,8 @@ def undeclared_step_fields(cls: type) -> List[str]:
     bad = []
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if int in set(_leaf_types(tp)) and STEP_LIKE_NAME.search(f.name) and step_kind(tp) is None:
+        if (int in set(_leaf_types(tp)) and STEP_LIKE_NAME.search(f.name) and step_kind(tp) is None
+                and f.name not in CONFIG_NOT_STEPS):
             bad.append(f"{cls.__module__}.{cls.__qualname__}.{f.name}")
     return bad
 

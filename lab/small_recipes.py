@@ -1,8 +1,8 @@
 """A recipe shrunk to run on a CPU in seconds: model paths and sizes replaced, everything else kept.
 
 ``shrink`` works on a resolved config (a plain mapping) of any recipe: it finds the keys by what they are (every
-``pretrained_model_name_or_path*`` under ``system``, the data module's sizes, the renderer's samples, the hash grid's
-table), so a recipe or module added later is shrunk too. Stage structure is kept: a list of per-stage heights stays a
+``pretrained_model_name_or_path*`` under ``system``, the data module's sizes, the volume renderer's samples, the hash
+grid's table, a DMTet grid's resolution), so a recipe or module added later is shrunk too. Stage structure is kept: a list of per-stage heights stays a
 list of as many (small, distinct) heights, so resolution milestones still change the resolution.
 """
 
@@ -55,11 +55,13 @@ def shrink(
     if c.get("system_type") == "text-to-image-system":
         system.update(height=32, width=32, n_particles=2)
     renderer = system.get("renderer")
-    if isinstance(renderer, dict):
+    if isinstance(renderer, dict) and system.get("renderer_type", "nerf-volume-renderer") == "nerf-volume-renderer":
         renderer.update(num_samples_per_ray=8, eval_chunk_size=4096)
     geometry = system.get("geometry")
     if isinstance(geometry, dict) and isinstance(geometry.get("pos_encoding_config"), dict):
         geometry["pos_encoding_config"]["log2_hashmap_size"] = 10
+    if isinstance(geometry, dict) and system.get("geometry_type") == "tetrahedra-sdf-grid":
+        geometry["isosurface_resolution"] = 32  # a DMTet grid of 16 cells per axis
 
     processor = system.get("prompt_processor")
     if isinstance(processor, dict):

@@ -11,6 +11,8 @@
    64x64 render (encoded at 512x512): time per step and peak GPU memory.
 3. Training: configs/vsd.yaml for --train-steps steps at 64x64 with those models (the full recipe otherwise):
    seconds per step and peak memory.
+4. Stages 2 and 3: a training step of prolificdreamer-geometry.yaml and prolificdreamer-texture.yaml as written
+   (512x512, DMTet grid 128) with those models, from a sphere: ms per step and peak memory (lab/stage_checks.py).
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ def rasterizer_rows(device: str, dry_run: bool) -> List[Row]:
     from lab.raster_checks import gpu_check_rows  # nvdiff-rasterizer's back ends compared (docs/mesh.md)
 
     return gpu_check_rows(device, dry_run)
+
+
+def stage_step_rows(*args, **kwargs) -> List[Row]:
+    from lab.stage_checks import stage_step_rows as rows  # ProlificDreamer's stages 2 and 3 (docs/mesh.md)
+
+    return rows(*args, **kwargs)
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -147,7 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--guidance-steps", type=int, default=10)
     p.add_argument("--train-steps", type=int, default=100)
     p.add_argument("--work-dir", default=None)
-    p.add_argument("--skip", nargs="*", default=[], choices=["renderer", "rasterizer", "guidance", "training"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["renderer", "rasterizer", "guidance", "training", "stages"])
     args = p.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -177,6 +186,7 @@ def main(argv=None) -> int:
         ("rasterizer", lambda: rasterizer_rows(device.type, args.dry_run)),
         ("guidance", lambda: guidance_rows(device, base, lora, work, g_steps, res)),
         ("training", lambda: training_rows(device, base, lora, work, t_steps, args.dry_run)),
+        ("stages", lambda: stage_step_rows(device, base, lora, work, g_steps, args.dry_run)),
     ):
         if name in args.skip:
             continue

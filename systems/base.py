@@ -60,10 +60,11 @@ class BaseSystem(Configurable, pl.LightningModule):
 
     cfg: Any
 
-    def __init__(self, cfg: Any = None, seed: int = 0):
+    def __init__(self, cfg: Any = None, seed: int = 0, resumed: bool = False):
         pl.LightningModule.__init__(self)
         self._parse(cfg, "system")
         self.seed = seed
+        self.resumed = resumed  # a checkpoint will replace the weights: configure may skip initialising them
         self.nonfinite = NonFiniteGuard(self.cfg.max_nonfinite_steps)
         self._stepped: List[Any] = []
         self._save_dir: Optional[Path] = None

@@ -33,7 +33,8 @@ class GuidedSystem(BaseSystem):
         self._prompt_utils = None
         check = getattr(self.guidance, "check_prompt_width", None)
         if check is not None:  # text width against the UNet's: one line instead of a shape error in the first step
-            check(int(self.prompt_utils.text_embeddings.shape[-1]), "system.prompt_processor.pretrained_model_name_or_path")
+            width = int(self.prompt_utils.text_embeddings.shape[-1])
+            check(width, "system.prompt_processor.pretrained_model_name_or_path")
 
     def progress_bar_keys(self) -> Sequence[str]:
         """The guidance's own (VSD: ``lora_fit/ratio``, measured every ``lora_fit_every`` steps)."""

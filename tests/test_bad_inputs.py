@@ -270,7 +270,37 @@ SD_ROWS = rows(
         [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={a_folder}"],
         "has no usable 'unet/' folder; point system.guidance.pretrained_model_name_or_path at a Stable Diffusion "
         "checkpoint in diffusers format"),
+    Row("guidance-scale-nan", [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.guidance_scale=.nan"],
+        "config error: system.guidance.guidance_scale: must be a number, got nan; set a finite number"),
+    Row("guidance-step-percent", [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.max_step_percent=98"],
+        "config error: system.guidance.max_step_percent: the schedule's value at step 0 is 98.0, must be in [0, 1]; "
+        "give a fraction of the timesteps"),
+    Row("scheduler-without-timesteps",
+        [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={no_timesteps}"],
+        "system.guidance.pretrained_model_name_or_path: the model's scheduler has num_train_timesteps 0"),
+    Row("prompt-encoder-width",
+        [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={wide_text}"],
+        "system.prompt_processor.pretrained_model_name_or_path: its text encoder gives 32-wide embeddings but the "
+        "UNet of system.guidance.pretrained_model_name_or_path cross-attends to 48"),
 )
+
+
+def odd_models(tiny_sd: str, root) -> dict:
+    """Copies of the tiny model with a scheduler of 0 timesteps, and with a UNet of another text width."""
+    import json
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from lab.models.tiny_sd import TINY_UNET
+
+    no_timesteps, wide_text = root / "no-timesteps", root / "wide-text"
+    shutil.copytree(tiny_sd, no_timesteps)
+    config = no_timesteps / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_train_timesteps": 0}))
+    shutil.copytree(tiny_sd, wide_text, ignore=shutil.ignore_patterns("unet"))
+    UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 48}).save_pretrained(wide_text / "unet")
+    return {"no_timesteps": str(no_timesteps), "wide_text": str(wide_text)}
 
 
 def fill(items, m):
@@ -286,6 +316,8 @@ def test_bad_input(row, m, tmp_path, capsys):
 def test_bad_input_of_a_diffusion_system(row, tiny_sd, tiny_embedding_cache, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     local = {"tiny_sd": tiny_sd, "a_folder": str(tmp_path / "empty")}
+    if any("{no_timesteps}" in a or "{wide_text}" in a for a in row.argv):
+        local.update(odd_models(tiny_sd, tmp_path))
     argv = fill(row.argv, local) + [
         f"system.prompt_processor.cache_dir={tiny_embedding_cache}",
         *[f"system.{k}.pretrained_model_name_or_path={tiny_sd}" for k in ("prompt_processor", "guidance")

@@ -166,7 +166,7 @@ def test_a_prompt_encoder_of_another_width_is_one_line(tiny_sd, tiny_embedding_c
     ("vsd-image.yaml", "system.guidance.lora_camera_dropout=1.5", "system.guidance.lora_camera_dropout"),
     ("vsd-image.yaml", "system.guidance.lora_scale=-1", "system.guidance.lora_scale"),
     ("vsd-image.yaml", "system.guidance.lora_rank=0", "system.guidance.lora_rank"),
-    ("vsd-image.yaml", "system.guidance.lora_fit_every=-5", "system.guidance.lora_fit_every"),
+    ("vsd-image.yaml", "system.guidance.lora_fit_every=0", "system.guidance.lora_fit_every"),
     ("sds-image.yaml", "system.prompt_processor.front_threshold=.nan", "system.prompt_processor.front_threshold"),
     ("sds-image.yaml", "system.prompt_processor.overhead_threshold=120", "system.prompt_processor.overhead_threshold"),
     ("sds-image.yaml", "system.prompt_processor.perp_neg_f_sb=[1,.nan,0]", "system.prompt_processor.perp_neg_f_sb"),

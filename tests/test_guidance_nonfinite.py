@@ -26,7 +26,8 @@ def test_a_nonfinite_value_makes_the_loss_nonfinite(tiny_sd, tiny_prompt_utils, 
 
         monkeypatch.setattr(StableDiffusionGuidanceBase, "pretrained_predictions", nan_eps)
     elif where == "weight":
-        monkeypatch.setattr(NoiseSchedule, "weight", lambda self, t, s, ndim: torch.full((t.shape[0], 1, 1, 1), float("inf")))
+        monkeypatch.setattr(NoiseSchedule, "weight",
+                            lambda self, t, s, ndim: torch.full((t.shape[0], 1, 1, 1), float("inf")))
     else:
         latents[0, 1, 2, 3] = float("nan")
     latents.requires_grad_(True)
@@ -55,5 +56,5 @@ def test_a_nan_prediction_is_a_skipped_and_reported_step_of_a_run(tiny_sd, tiny_
     assert launch.main(argv) == 0
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if line.startswith("warning: step")]
-    assert skipped == [line for line in skipped if line.startswith("warning: step 1 skipped")] and len(skipped) == 1, err
+    assert len(skipped) == 1 and skipped[0].startswith("warning: step 1 skipped"), err
     assert "loss_sds is NaN" in skipped[0]

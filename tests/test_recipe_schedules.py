@@ -25,6 +25,7 @@ from lab.compressed_schedule import (
     undeclared_step_fields,
 )
 from lab.small_recipes import shrink
+from tests.fixtures.stage_runs import convert_from
 
 REPO = Path(__file__).resolve().parent.parent
 _FILES = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -35,11 +36,13 @@ LENGTH = 20
 """Steps of a compressed run (before distinct step numbers are pushed MIN_GAP apart)."""
 
 
-def compressed_config(recipe: str, tiny_sd, tiny_sd_v, cache, root: Path) -> tuple:
-    """(path of the compressed YAML, the full parsed config, the compressed parsed config, the step map)."""
+def compressed_config(recipe: str, tiny_sd, tiny_sd_v, cache, root: Path, extra=()) -> tuple:
+    """(path of the compressed YAML, the full parsed config, the compressed parsed config, the step map).
+
+    ``extra``: overrides the recipe needs to load (the checkpoint a later stage starts from)."""
     launch.import_modules()
-    full, raw, _ = load_experiment(str(CONFIG_DIR / recipe), ["system.prompt_processor.prompt=a red cube"]
-                                   if "prompt_processor" in (CONFIG_DIR / recipe).read_text() else [])
+    prompt = ["system.prompt_processor.prompt=a red cube"] if "prompt_processor" in (CONFIG_DIR / recipe).read_text() else []
+    full, raw, _ = load_experiment(str(CONFIG_DIR / recipe), prompt + list(extra))
     container = OmegaConf.to_container(raw, resolve=True)
     prompt = "a red cube" if recipe.startswith("toy/") else "a photo of a cat"
     small = shrink(container, tiny_sd, tiny_sd_v, cache, root, prompt=prompt, repo_root=REPO)
@@ -139,10 +142,11 @@ def test_every_step_valued_lightning_argument_is_in_a_table():
 
 # ------------------------------------------------------------------------------------------------ the runs
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_recipe_runs_its_whole_schedule_compressed(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path,
-                                                   monkeypatch):
+def test_recipe_runs_its_whole_schedule_compressed(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, stage_checkpoint,
+                                                   tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # recipes name repository paths (load/toy-sd)
-    path, full, short, m = compressed_config(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path)
+    path, full, short, m = compressed_config(recipe, tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path,
+                                             convert_from(recipe, stage_checkpoint))
     assert launch.main(["--config", path, "--train", "trainer.enable_progress_bar=false",
                         "trainer.enable_model_summary=false"]) == 0
     (trial,) = [p for p in (tmp_path / "runs").rglob("smoke") if p.is_dir()] or [

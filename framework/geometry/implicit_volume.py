@@ -103,9 +103,6 @@ class ImplicitVolume(BaseImplicitGeometry):
         """Density ``(..., 1)`` at world ``points (..., 3)``."""
         return self._density_from_encoding(self._encode(points), points)
 
-    def forward_field(self, points: Tensor) -> Tensor:
-        return self.forward_density(points)
-
     def forward(self, points: Tensor, output_normal: bool = False) -> Dict[str, Tensor]:
         """``density (..., 1)``, ``features (..., n_feature_dims)``, if asked ``normal``/``shading_normal (..., 3)``."""
         cfg = self.cfg

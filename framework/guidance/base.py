@@ -344,7 +344,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         if weights is None:
             out["eps_cfg"] = classifier_free_guidance(out["eps_text"], out["eps_uncond"], scale)
         else:
-            negs = eps[2 * b : 4 * b].view(b, 2, *eps.shape[1:])
+            negs = eps[2 * b : 4 * b].view(2, b, *eps.shape[1:]).transpose(0, 1)  # (B, 2, ...)
             out["eps_cfg"] = perp_neg_guidance(out["eps_text"], out["eps_uncond"], negs, weights, perp_scale)
         return out
 

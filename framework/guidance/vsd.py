@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, StepsOrNever
+from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Steps
 from framework.errors import CheckpointError, ConfigError
 from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
@@ -107,8 +107,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
-        lora_fit_every: StepsOrNever = 100
-        """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; 0: never. Make N a
+        lora_fit_every: Optional[Steps] = 100
+        """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; null: never. Make N a
         multiple of trainer.log_every_n_steps so that every measurement is written."""
         lora_fit_timesteps: List[NonNegativeInt] = field(default_factory=lambda: [100, 300, 500, 700, 900])
         """The fixed timesteps of the LoRA-fit diagnostic."""
@@ -272,7 +272,7 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         N-1, 2N-1, ... (N = ``lora_fit_every``, the steps Lightning writes logs at); an empty dict otherwise.
         Measured before this step's LoRA update, on the latents this step trains on."""
         every = self.cfg.lora_fit_every
-        if every <= 0 or (self.global_step + 1) % every or self._lora_fit_step == self.global_step:
+        if every is None or (self.global_step + 1) % every or self._lora_fit_step == self.global_step:
             return {}
         self._lora_fit_step = self.global_step
         return lora_fit(self.lora_forward, self.lora_schedule, step.latents, text, camera,

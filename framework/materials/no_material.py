@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 from torch import Tensor
 
 from framework import registry
-from framework.config import PositiveInt
+from framework.config import NonNegativeInt, PositiveInt
 from framework.networks.activations import get_activation
 from framework.networks.mlp import MLPConfig, VanillaMLP
 from framework.materials.base import BaseMaterial
@@ -19,8 +19,8 @@ class NoMaterial(BaseMaterial):
 
     @dataclass
     class Config:
-        n_output_dims: PositiveInt = 3
-        """Colour channels."""
+        n_output_dims: NonNegativeInt = 3
+        """Colour channels (0: a material that is never shaded, as in threestudio's geometry-stage configs)."""
         color_activation: str = "sigmoid"
         """Activation applied to the colour (sigmoid, none, ...)."""
         input_feature_dims: Optional[PositiveInt] = None
@@ -57,6 +57,9 @@ class NoMaterial(BaseMaterial):
             color = features
         return self.color_act(color)
 
-    def export(self, features: Tensor, **kwargs: Any) -> Dict[str, Any]:
+    def export(self, features: Optional[Tensor] = None, **kwargs: Any) -> Dict[str, Any]:
+        """``albedo`` from the features; nothing for a geometry without them (a geometry-only DMTet)."""
+        if features is None:
+            return {}
         color = self(features).clamp(0.0, 1.0)
         return {"albedo": color[..., :3]}

@@ -189,7 +189,7 @@ class PromptProcessorOutput:
     def get_text_embeddings_perp_neg(
         self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor
     ) -> Tuple[Tensor, Tensor]:
-        """Perp-Neg's ``[pos (B); uncond (B); neg (2B)]`` (4B, N, C) embeddings and negative weights (B, 2).
+        """Perp-Neg's ``[pos; uncond; neg_1; neg_2]`` (4B, N, C) embeddings and negative weights (B, 2).
 
         threestudio's construction (:mod:`framework.prompt_processors.perp_neg`); needs view-dependent prompts.
         """
@@ -334,13 +334,13 @@ class PromptProcessor(BaseObject):
         if not cut:
             return
         prompt, n, limit = cut[0]
+        given = [f"prompt_{d.name}" for d in self.directions if getattr(self.cfg, f"prompt_{d.name}", None) == prompt]
         if prompt == self.negative_prompt:
             field = "negative_prompt"
-        elif prompt == self.prompt or not any(getattr(self.cfg, f"prompt_{d.name}", None) == prompt
-                                               for d in self.directions):
+        elif prompt == self.prompt or not given:
             field = "prompt"
         else:
-            field = next(f"prompt_{d.name}" for d in self.directions if getattr(self.cfg, f"prompt_{d.name}", None) == prompt)
+            field = given[0]
         others = f"; {len(cut) - 1} more of the prompts are cut too" if len(cut) > 1 else ""
         print(
             f"warning: {self.key(field)}: '{prompt}' is {n} tokens and the text encoder reads {limit} (start and end "

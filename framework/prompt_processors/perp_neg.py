@@ -33,7 +33,11 @@ def perp_neg_embeddings(
     f_fs: Sequence[float],
     f_sf: Sequence[float],
 ) -> Tuple[Tensor, Tensor]:
-    """Embeddings ``[pos (B); uncond (B); neg (2B, two per camera, interleaved)]`` and weights (B, 2).
+    """Embeddings ``[pos (B); uncond (B); neg_1 (B); neg_2 (B)]`` and weights (B, 2).
+
+    The negatives are stacked negative-major (all cameras' first negative, then all second ones), so that repeating
+    the batch's latents four times pairs every row with its own camera's latents. (threestudio interleaves them per
+    camera, which with more than one camera per batch evaluates a negative on another camera's latents.)
 
     ``direction`` (B,) are direction indices, ``azimuth_shifted`` (B,) azimuths in [-180, 180) degrees,
     ``text_vd`` / ``uncond_vd`` (4, N, C) the view prompts' and negative prompts' embeddings.
@@ -57,5 +61,4 @@ def perp_neg_embeddings(
                       -shifted_exponential_decay(*f_fsb, r_sb))
     weights = torch.stack([w_a, w_b], dim=-1)
     weights = torch.where(is_overhead.view(-1, 1), torch.zeros_like(weights), weights)
-    negs = torch.stack([neg_a, neg_b], dim=1).flatten(0, 1)  # (2B, N, C): camera b's negatives at 2b, 2b + 1
-    return torch.cat([pos, uncond, negs], dim=0), weights
+    return torch.cat([pos, uncond, neg_a, neg_b], dim=0), weights

@@ -32,7 +32,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.config import Bounds, NonNegativeFloat, NonNegativeInt, PositiveFloat, Probability, Step, Steps
+from framework.config import (
+    Bounds,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    Probability,
+    Step,
+    Steps,
+    config_error,
+)
+from framework.geometry.base import BaseImplicitGeometry
 from framework.module import BaseModule
 from framework.renderers.sampling import Samples, render_weights, sample_nerfacc, sample_torch
 
@@ -116,7 +126,13 @@ class NeRFVolumeRenderer(BaseModule):
             raise self.config_error(
                 "near_plane", f"{cfg.near_plane} is not below far_plane ({cfg.far_plane}); set near_plane < far_plane"
             )
-        if material.requires_normal and not getattr(geometry, "has_normal", True):
+        if not isinstance(geometry, BaseImplicitGeometry):
+            raise config_error(
+                f"{self._prefix or 'renderer'}_type",
+                f"nerf-volume-renderer integrates a density field, which {type(geometry).__name__} does not have (it "
+                "is a surface); render it with nvdiff-rasterizer",
+            )
+        if material.requires_normal and not geometry.has_normal:
             raise geometry.config_error(
                 "normal_type", f"the material ({type(material).__name__}) needs normals; set it to finite_difference, "
                 "analytic or pred"
@@ -150,7 +166,7 @@ class NeRFVolumeRenderer(BaseModule):
     def computes_normals(self) -> bool:
         """Whether a render asks the geometry for normals."""
         wanted = self.material.requires_normal or self.cfg.return_comp_normal
-        return bool(wanted and getattr(self.geometry, "has_normal", True))
+        return bool(wanted and self.geometry.has_normal)
 
     # ---------------------------------------------------------------------------------------------- occupancy grid
     def _occ_eval_fn(self, x: Tensor) -> Tensor:
