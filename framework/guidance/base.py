@@ -146,6 +146,7 @@ class StableDiffusionGuidanceBase(BaseModule):
                 f"{self.key('image_size')}: {self.image_size} is not a multiple of the VAE's downscale factor "
                 f"{self.vae_scale_factor}"
             )
+        self.check_step_range()
         self.update_step(0, 0)
 
     def check_prompt_width(self, width: int, key: str) -> None:
@@ -229,9 +230,8 @@ class StableDiffusionGuidanceBase(BaseModule):
             self._sync_frozen(device)
 
     # ----------------------------------------------------------------------------------------- schedules
-    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
-        """Evaluate the timestep range and gradient clip for ``global_step``."""
-        self.global_step = int(global_step)
+    def step_percents(self, global_step: int) -> Tuple[float, float]:
+        """``(min, max)`` of the timestep range at ``global_step`` as fractions of the timesteps (annealing applied)."""
         min_p = self.cfg.min_step_percent(global_step)
         max_p = self.cfg.max_step_percent(global_step)
         if self.cfg.anneal_start_step is not None and global_step >= self.cfg.anneal_start_step:
@@ -240,13 +240,32 @@ class StableDiffusionGuidanceBase(BaseModule):
             progress = min(max(global_step, 0) / max(self.cfg.trainer_max_steps, 1), 1.0) ** 0.5
             start = self.cfg.max_step_percent.points[0][1]
             min_p = max_p = (start - min_p) * (1.0 - progress) + min_p
+        return min_p, max_p
+
+    def check_step_range(self) -> None:
+        """Refuse, when the guidance is built, a timestep range whose lower end passes its upper end at any step.
+
+        Both ends are piecewise linear (or piecewise constant) in the step, so the range is checked at every
+        breakpoint of either schedule and at ``anneal_start_step``: no run can stop on it hours in."""
+        steps = {0} | {s for s, _ in self.cfg.min_step_percent.points} | {s for s, _ in self.cfg.max_step_percent.points}
+        if self.cfg.anneal_start_step is not None:
+            steps.add(self.cfg.anneal_start_step)
+        for step in sorted(steps):
+            min_p, max_p = self.step_percents(step)
+            if min_p > max_p:
+                raise ConfigError(
+                    f"{self.key('min_step_percent')}: the lower end of the timestep range passes the upper end "
+                    f"({min_p:g} > {max_p:g} at step {step}); lower min_step_percent or raise max_step_percent "
+                    "(or max_step_percent_annealed)"
+                )
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        """Evaluate the timestep range and gradient clip for ``global_step``."""
+        self.global_step = int(global_step)
+        min_p, max_p = self.step_percents(global_step)
         n = self.schedule.num_train_timesteps
         self.min_step = min(int(n * min_p), n - 1)
         self.max_step = min(int(n * max_p), n - 1)
-        if self.min_step > self.max_step:
-            raise ConfigError(
-                f"{self.key('min_step_percent')}: {min_p} is above max_step_percent {max_p} at step {global_step}"
-            )
         self.grad_clip_val = self.cfg.grad_clip(global_step) if self.cfg.grad_clip is not None else None
 
     def sample_timesteps(self, batch_size: int, device: torch.device) -> Tensor:

@@ -38,6 +38,7 @@ from torch import Tensor
 from framework import registry
 from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Steps
 from framework.errors import CheckpointError, ConfigError
+from framework.utils.paths import path_status
 from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
@@ -319,7 +320,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     @torch.no_grad()
     def load_lora(self, directory: str | os.PathLike) -> None:
         """Load what :meth:`save_lora` wrote; a camera embedding of another condition type is an error."""
-        self.lora.load(directory)
+        path_status(directory, f"config error: {self.key('lora_weights_path')}: the folder")  # refused paths: one line
+        self.lora.load(directory, key=self.key)
         cam_path = Path(directory) / CAMERA_EMBEDDING_FILE
         if not cam_path.is_file():
             return
