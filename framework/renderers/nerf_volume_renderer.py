@@ -36,14 +36,13 @@ from framework.config import (
     Bounds,
     NonNegativeFloat,
     NonNegativeInt,
-    PositiveFloat,
     Probability,
     Step,
     Steps,
     config_error,
 )
 from framework.geometry.base import BaseImplicitGeometry
-from framework.module import BaseModule
+from framework.renderers.base import BaseRenderer
 from framework.renderers.sampling import Samples, render_weights, sample_nerfacc, sample_torch
 
 PER_RAY_KEYS = ("comp_rgb_fg", "opacity", "depth", "z_variance", "comp_normal")
@@ -63,23 +62,12 @@ def nerfacc_cuda_available() -> bool:
     return nerfacc_cuda_available._ok  # type: ignore[attr-defined]
 
 
-@dataclass
-class _SubModules:
-    """The modules a renderer uses, held outside its module tree (the system owns and saves them)."""
-
-    geometry: Any
-    material: Any
-    background: Any
-
-
 @registry.register("renderer", "nerf-volume-renderer")
-class NeRFVolumeRenderer(BaseModule):
+class NeRFVolumeRenderer(BaseRenderer):
     """NeRF volume renderer with occupancy-grid empty-space skipping (nerfacc)."""
 
     @dataclass
-    class Config:
-        radius: PositiveFloat = 1.0
-        """Half the side of the rendered bounding box (match geometry.radius)."""
+    class Config(BaseRenderer.Config):
         num_samples_per_ray: Annotated[int, Bounds(ge=1, le=65536)] = 512
         """Samples per ray before skipping: sets nerfacc's step (box diagonal / this) or the PyTorch sampler's count."""
         eval_chunk_size: NonNegativeInt = 160000
@@ -118,9 +106,7 @@ class NeRFVolumeRenderer(BaseModule):
     cfg: Config
 
     def configure(self, geometry: Any = None, material: Any = None, background: Any = None, **kwargs: Any) -> None:
-        if geometry is None or material is None or background is None:
-            raise TypeError("nerf-volume-renderer needs geometry=, material= and background= modules")
-        self.sub_modules = _SubModules(geometry, material, background)
+        super().configure(geometry, material, background)
         cfg = self.cfg
         if cfg.near_plane >= cfg.far_plane:
             raise self.config_error(
@@ -138,26 +124,9 @@ class NeRFVolumeRenderer(BaseModule):
                 "analytic or pred"
             )
         r = cfg.radius
-        self.register_buffer("bbox", torch.tensor([[-r, -r, -r], [r, r, r]], dtype=torch.float32))
         self.estimator = nerfacc.OccGridEstimator(roi_aabb=self.bbox.view(-1), resolution=cfg.grid_resolution, levels=1)
         self.estimator.binaries.fill_(True)
         self.render_step_size = 1.732 * 2 * r / cfg.num_samples_per_ray
-
-    # ----------------------------------------------------------------------------------------------- sub-modules
-    @property
-    def geometry(self) -> Any:
-        return self.sub_modules.geometry
-
-    @property
-    def material(self) -> Any:
-        return self.sub_modules.material
-
-    @property
-    def background(self) -> Any:
-        return self.sub_modules.background
-
-    def set_geometry(self, geometry: Any) -> None:
-        self.sub_modules.geometry = geometry
 
     @property
     def randomized(self) -> bool:

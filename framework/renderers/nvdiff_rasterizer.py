@@ -38,10 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.config import PositiveFloat
-from framework.module import BaseModule
 from framework.renderers.raster_context import RasterContext, make_context
-from framework.renderers.nerf_volume_renderer import _SubModules
+from framework.renderers.base import BaseRenderer
 
 
 def pixel_ray_directions(mvp_mtx: Tensor, height: int, width: int) -> Tensor:
@@ -63,13 +61,11 @@ def pixel_ray_directions(mvp_mtx: Tensor, height: int, width: int) -> Tensor:
 
 
 @registry.register("renderer", "nvdiff-rasterizer")
-class NVDiffRasterizer(BaseModule):
+class NVDiffRasterizer(BaseRenderer):
     """Differentiable rasterization of the geometry's isosurface mesh (threestudio's ``nvdiff-rasterizer``)."""
 
     @dataclass
-    class Config:
-        radius: PositiveFloat = 1.0
-        """Half the side of the scene's bounding box (threestudio's field; the rasterizer draws the whole mesh)."""
+    class Config(BaseRenderer.Config):
         context_type: Literal["gl", "cuda"] = "gl"
         """nvdiffrast's context: gl (OpenGL; EGL on a headless machine) or cuda; unused by the PyTorch back end."""
         backend: Literal["auto", "nvdiffrast", "torch"] = "auto"
@@ -78,34 +74,8 @@ class NVDiffRasterizer(BaseModule):
     cfg: Config
 
     def configure(self, geometry: Any = None, material: Any = None, background: Any = None, **kwargs: Any) -> None:
-        if geometry is None or material is None or background is None:
-            raise TypeError("nvdiff-rasterizer needs geometry=, material= and background= modules")
-        self.sub_modules = _SubModules(geometry, material, background)
-        r = self.cfg.radius
-        self.register_buffer("bbox", torch.tensor([[-r, -r, -r], [r, r, r]], dtype=torch.float32))
+        super().configure(geometry, material, background)
         self._contexts: Dict[str, RasterContext] = {}
-
-    # ----------------------------------------------------------------------------------------------- sub-modules
-    @property
-    def geometry(self) -> Any:
-        return self.sub_modules.geometry
-
-    @property
-    def material(self) -> Any:
-        return self.sub_modules.material
-
-    @property
-    def background(self) -> Any:
-        return self.sub_modules.background
-
-    def set_geometry(self, geometry: Any) -> None:
-        self.sub_modules.geometry = geometry
-
-    def set_material(self, material: Any) -> None:
-        self.sub_modules.material = material
-
-    def set_background(self, background: Any) -> None:
-        self.sub_modules.background = background
 
     def context(self, device: torch.device) -> RasterContext:
         """The rasterization back end for ``device`` (created on first use there)."""
