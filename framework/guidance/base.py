@@ -51,7 +51,7 @@ from framework.guidance.loading import (
     place_frozen,
     unique,
 )
-from framework.config import Bounds, PositiveFloat, Step, Steps
+from framework.config import Bounds, Step, Steps
 from framework.errors import ConfigError
 from framework.module import BaseModule
 from framework.guidance.step import DistillationStep
