@@ -35,45 +35,12 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-CONFIGS = {
-    "sds": ("stable-diffusion-guidance", {}),
-    "vsd-separate": ("stable-diffusion-vsd-guidance", {"share_unet": False}),
-    "vsd-shared": ("stable-diffusion-vsd-guidance", {}),
-    "vsd-shared-estimate": ("stable-diffusion-vsd-guidance", {"lora_train_on_estimate": True}),
-    "vsd-separate-estimate": ("stable-diffusion-vsd-guidance", {"share_unet": False, "lora_train_on_estimate": True}),
-}
-
-from lab.models.sd21_shaped import SD21_UNET, SD21_VAE  # noqa: E402
-
-
-# ----------------------------------------------------------------------------------------------------- models
-def prepare_model(model: str, work_dir: Path) -> Path:
-    """The model folder for ``model``, built under ``work_dir`` if it is not there yet."""
-    from lab.models.tiny_sd import SD_SCHEDULER, build_tiny_sd
-
-    out = work_dir / model
-    if (out / "scheduler" / "scheduler_config.json").is_file():  # written last
-        return out
-    if model == "tiny":
-        return build_tiny_sd(out)
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-
-    print(f"building a random SD 2.1-shaped UNet and VAE in {out} (once; several GB)", file=sys.stderr)
-    if not (out / "vae" / "config.json").is_file():
-        torch.manual_seed(0)
-        UNet2DConditionModel(**SD21_UNET).save_pretrained(str(out / "unet"))
-        AutoencoderKL(**SD21_VAE).save_pretrained(str(out / "vae"))
-    PNDMScheduler(prediction_type="epsilon", **SD_SCHEDULER).save_pretrained(str(out / "scheduler"))
-    return out
+from lab.guidance_bench import CONFIGS, build_case, prepare_model, random_prompt_utils  # noqa: E402
 
 
 def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: int):
     """Real prompt embeddings for the tiny model; random ones of SD 2.x's width for the SD 2.1-shaped UNet."""
-    import torch
-
     from framework import registry
-    from framework.prompt_processors.base import PromptProcessorOutput, view_directions
 
     if model == "tiny":
         import framework.prompt_processors  # noqa: F401
@@ -81,10 +48,7 @@ def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: in
         cls = registry.find("prompt_processor", "stable-diffusion-prompt-processor")
         return cls({"pretrained_model_name_or_path": str(model_dir), "prompt": "a photo of a cat",
                     "cache_dir": str(work_dir / "text_embeddings")})()
-    g = torch.Generator().manual_seed(1)
-    directions = view_directions(45.0, 45.0, 60.0)
-    emb = lambda n: torch.randn(n, 77, text_width, generator=g)  # noqa: E731
-    return PromptProcessorOutput(emb(1), emb(1), emb(4), emb(4), directions, "p", "", ["p"] * 4)
+    return random_prompt_utils(text_width)
 
 
 # ---------------------------------------------------------------------------------------------------- memory
@@ -109,39 +73,19 @@ def _status_kb(field: str) -> int:
 def worker(args: argparse.Namespace) -> Dict:
     import torch
 
-    import framework.guidance  # noqa: F401
-    from framework import registry
-    from framework.utils.seeding import seed_all
-
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cls_name, overrides = CONFIGS[args.worker]
+    kind, overrides = CONFIGS[args.worker]
     model_dir = Path(args.model_dir)
-    seed_all(0)
     cfg = {"pretrained_model_name_or_path": str(model_dir), **overrides}
-    if cls_name.endswith("vsd-guidance"):
+    if kind.endswith("vsd-guidance"):
         cfg["pretrained_model_name_or_path_lora"] = str(model_dir)
     if args.model == "sd21":
         cfg["image_size"] = args.latent_size * 8
-    guidance = registry.find("guidance", cls_name)(cfg).to(device)
-    pu = prompt_utils_for(args.model, model_dir, Path(args.work_dir), guidance.models.unet.config.cross_attention_dim)
-    size = guidance.image_size
-    scene = torch.rand(1, size, size, 3, device=device).requires_grad_(True)
-    groups = [{"params": [scene], "lr": 1e-2, "name": "scene"}]
-    if list(guidance.parameters()):
-        groups.append({"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"})
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-15)
-    batch = dict(
-        elevation=torch.tensor([15.0], device=device), azimuth=torch.tensor([30.0], device=device),
-        camera_distances=torch.tensor([1.2], device=device), c2w=torch.eye(4, device=device)[None],
-    )
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = guidance(scene, pu, **batch)
-        loss = sum(v for k, v in out.items() if k.startswith("loss_"))
-        loss.backward()
-        opt.step()
+    text_width = 32 if args.model == "tiny" else 1024
+    pu = prompt_utils_for(args.model, model_dir, Path(args.work_dir), text_width)
+    case = build_case(kind, cfg, device, prompt_utils=pu)
+    guidance, step = case.guidance, case.step
 
     for _ in range(args.warmup):
         step()

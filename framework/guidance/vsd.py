@@ -37,6 +37,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.errors import CheckpointError, ConfigError
+from framework.guidance.acceleration import lora_in_activation_dtype
 from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
@@ -100,6 +101,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
+        lora_half_precision: bool = False
+        """LoRA matmuls in the frozen UNet's half precision from fp32 master weights (no fp32 casts); no-op on fp32."""
 
     cfg: Config
 
@@ -141,6 +144,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
                 f"{self.models.unet.config.cross_attention_dim}; both must share a text encoder"
             )
         inject_lora(self.lora_model.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
+        if cfg.lora_half_precision:
+            lora_in_activation_dtype(self.lora_model.unet)
         self.lora = LoraWeights(self.lora_model.unet)
         self.camera_embedding = build_camera_embedding(
             cfg.camera_condition_type, self.lora_model.unet.config, cfg.zero_init_camera_embedding
