@@ -33,6 +33,9 @@ class GuidedSystem(BaseSystem):
         )
         self.guidance = self.build("guidance", c.guidance_type, c.guidance, "system.guidance")
         self._prompt_utils = None
+        check = getattr(self.guidance, "check_prompt_width", None)
+        if check is not None:  # text width against the UNet's: one line instead of a shape error in the first step
+            check(int(self.prompt_utils.text_embeddings.shape[-1]), "system.prompt_processor.pretrained_model_name_or_path")
 
     @property
     def prompt_utils(self) -> Any:

@@ -112,3 +112,27 @@ def test_missing_model_offline(tmp_path):
         PP({"pretrained_model_name_or_path": "someone/not-a-cached-model", "cache_dir": str(tmp_path)})
     msg = str(e.value)
     assert "someone/not-a-cached-model" in msg and "pretrained_model_name_or_path" in msg and "\n" not in msg
+
+
+def test_a_prompt_over_the_encoder_length_is_reported_once(tiny_sd, tmp_path, capsys):
+    long = " ".join(["a red cube on a table"] * 14)  # 84 words: more than 77 tokens
+    tok = CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer")
+    n = len(tok(long, verbose=False).input_ids)
+    assert n > 77
+    PP({"pretrained_model_name_or_path": tiny_sd, "cache_dir": str(tmp_path), "prompt": long},
+       prefix="system.prompt_processor")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"warning: system.prompt_processor.prompt: '{long}' is {n} tokens") and "77" in lines[0]
+    assert "4 more of the prompts" in lines[0]  # the four view prompts lose their suffix
+    PP({"pretrained_model_name_or_path": tiny_sd, "cache_dir": str(tmp_path), "prompt": long})  # from the cache
+    assert len([line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]) == 1
+    processor(tiny_sd, tmp_path)
+    assert "warning" not in capsys.readouterr().err  # a prompt that fits says nothing
+
+
+def test_a_negative_prompt_over_the_length_names_its_key(tiny_sd, tmp_path, capsys):
+    long = " ".join(["blurry"] * 90)
+    processor(tiny_sd, tmp_path, negative_prompt=long, view_dependent_prompting=False)
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert line.startswith("warning: negative_prompt: ") and "more of the prompts" not in line

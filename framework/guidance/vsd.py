@@ -80,7 +80,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         guidance_scale_lora: float = 1.0
         """Camera CFG of the LoRA model, eps_nocam + s (eps_cam - eps_nocam); 1.0 runs the camera branch only."""
         lora_scale: float = 1.0
-        """LoRA strength in every LoRA-model call: 0 is exactly the base UNet, 1 full; also per call (lora_scale=)."""
+        """Strength of the learnt adaptation (LoRA update and camera embedding output) in every LoRA-model call:
+        0 is exactly the base UNet, trained or not; 1 full; also per call (lora_scale=)."""
         lora_rank: int = 4
         """LoRA rank r."""
         lora_alpha: float = 4.0
@@ -168,9 +169,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
 
     # ---------------------------------------------------------------------------------------- LoRA model
     def lora_forward(self, x: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
-        """Raw LoRA-model output (fp32) at LoRA strength ``scale`` with camera condition ``camera`` (B, D)."""
+        """Raw LoRA-model output (fp32) with camera condition ``camera`` (B, D) at strength ``scale``: the LoRA update
+        and the camera embedding's output are both multiplied by it, so 0 is exactly the base UNet."""
         unet = self.lora_model.unet
-        with self.lora.scaled(scale), class_embedding(unet, self.camera_embedding):
+        with self.lora.scaled(scale), class_embedding(unet, self.camera_embedding, scale):
             return self.run_unet(unet, x, t, text, class_labels=camera)
 
     def lora_eps(self, noisy: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:

@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -33,6 +33,18 @@ from framework.module import BaseObject
 from framework.utils.naming import text_hash
 
 CACHE_TENSOR = "text_embedding"
+
+
+@dataclass
+class EncodedPrompts:
+    """What a text encoder made of a list of prompts."""
+
+    embeddings: Tensor
+    """(P, N, C) fp32 CPU embeddings."""
+    n_tokens: List[int]
+    """Tokens of each prompt before truncation (start and end tokens included)."""
+    max_tokens: int
+    """How many tokens the encoder reads; longer prompts are cut at the end."""
 
 
 def shift_azimuth_deg(azimuth: Tensor) -> Tensor:
@@ -190,7 +202,9 @@ class PromptProcessor(BaseObject):
         self.negative_prompt = cfg.negative_prompt
         self.prompts_vd = [getattr(cfg, f"prompt_{d.name}", None) or d.prompt(self.prompt) for d in self.directions]
         self.negative_prompts_vd = [self.negative_prompt for _ in self.directions]
+        self._token_counts: Dict[str, Tuple[int, int]] = {}
         emb = self.embeddings([self.prompt, self.negative_prompt, *self.prompts_vd, *self.negative_prompts_vd])
+        self.warn_truncated()
         self.output = PromptProcessorOutput(
             text_embeddings=emb[self.prompt][None],
             uncond_text_embeddings=emb[self.negative_prompt][None],
@@ -204,6 +218,27 @@ class PromptProcessor(BaseObject):
 
     def __call__(self) -> PromptProcessorOutput:
         return self.output
+
+    def warn_truncated(self) -> None:
+        """One warning line when prompts are longer than the text encoder reads (they are cut at the end, view
+        suffixes included), naming the key of the first such prompt; nothing when all fit or counts are unknown."""
+        cut = [(p, n, m) for p, (n, m) in self._token_counts.items() if n > m]
+        if not cut:
+            return
+        prompt, n, limit = cut[0]
+        if prompt == self.negative_prompt:
+            field = "negative_prompt"
+        elif prompt == self.prompt or not any(getattr(self.cfg, f"prompt_{d.name}", None) == prompt
+                                               for d in self.directions):
+            field = "prompt"
+        else:
+            field = next(f"prompt_{d.name}" for d in self.directions if getattr(self.cfg, f"prompt_{d.name}", None) == prompt)
+        others = f"; {len(cut) - 1} more of the prompts are cut too" if len(cut) > 1 else ""
+        print(
+            f"warning: {self.key(field)}: '{prompt}' is {n} tokens and the text encoder reads {limit} (start and end "
+            f"tokens included), so its end is cut, view suffixes such as ', side view' included{others}; shorten it",
+            file=sys.stderr,
+        )
 
     # ------------------------------------------------------------------------------------------- the cache
     def model_id(self) -> str:
@@ -227,6 +262,8 @@ class PromptProcessor(BaseObject):
     def _read_cache(self, prompt: str) -> Optional[Tensor]:
         """The cached embedding of ``prompt``, or None: missing, made for another model or prompt, or unreadable.
 
+        The file's token counts (prompt length before truncation, encoder length) are noted for :meth:`warn_truncated`.
+
         Only safetensors is read. A file that is not one (a pickle put in its place, a broken file) is reported in
         one warning line and re-encoded.
         """
@@ -240,7 +277,10 @@ class PromptProcessor(BaseObject):
                 meta = f.metadata() or {}
                 if meta.get("model") != self.model_id() or meta.get("prompt") != prompt:
                     return None
-                return f.get_tensor(CACHE_TENSOR)
+                tensor = f.get_tensor(CACHE_TENSOR)
+            if meta.get("n_tokens", "").isdigit() and meta.get("max_tokens", "").isdigit():
+                self._token_counts[prompt] = (int(meta["n_tokens"]), int(meta["max_tokens"]))
+            return tensor
         except (SafetensorError, OSError) as e:
             problem = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
             print(
@@ -250,15 +290,14 @@ class PromptProcessor(BaseObject):
             )
             return None
 
-    def _write_cache(self, prompt: str, embedding: Tensor) -> None:
+    def _write_cache(self, prompt: str, embedding: Tensor, n_tokens: int, max_tokens: int) -> None:
         from safetensors.torch import save_file
 
         path = self.cache_path(prompt)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file(
-            {CACHE_TENSOR: embedding.contiguous()}, str(tmp), metadata={"model": self.model_id(), "prompt": prompt}
-        )
+        meta = {"model": self.model_id(), "prompt": prompt, "n_tokens": str(n_tokens), "max_tokens": str(max_tokens)}
+        save_file({CACHE_TENSOR: embedding.contiguous()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
 
     def embeddings(self, prompts: Sequence[str]) -> Dict[str, Tensor]:
@@ -273,12 +312,13 @@ class PromptProcessor(BaseObject):
                 out[p] = cached
         if todo:
             encoded = self.encode_prompts(todo)
-            for p, e in zip(todo, encoded):
+            for p, e, n in zip(todo, encoded.embeddings, encoded.n_tokens):
                 out[p] = e
+                self._token_counts[p] = (n, encoded.max_tokens)
                 if self.cfg.use_cache:
-                    self._write_cache(p, e)
+                    self._write_cache(p, e, n, encoded.max_tokens)
         return out
 
-    def encode_prompts(self, prompts: List[str]) -> Tensor:
-        """(P, N, C) fp32 CPU embeddings of ``prompts``; loads the text encoder and frees it before returning."""
+    def encode_prompts(self, prompts: List[str]) -> EncodedPrompts:
+        """Embeddings (P, N, C, fp32, CPU) and token counts of ``prompts``; loads the text encoder and frees it."""
         raise NotImplementedError
