@@ -176,7 +176,6 @@ GUIDANCE_METHODS = {  # method name -> phase label (only those the guidance has 
     "lora_eps": "lora_estimate",
     "lora_training_loss": "lora_train_forward",
     "_estimate_and_train": "lora_estimate_and_train",
-    "batched_eps": "batched_unet",
 }
 
 
@@ -238,6 +237,8 @@ def _label(case: GuidanceCase) -> _Labels:
     g = case.guidance
     for name, phase in GUIDANCE_METHODS.items():
         labels.method(g, name, phase)
+    if getattr(g, "batches_shared_calls", lambda: False)():
+        labels.method(g, "pretrained_eps", "batched_unet")
     if hasattr(g, "lora"):
         labels.method(g.lora, "disabled", "adapter_switch", context=True)
         labels.method(g.lora, "scaled", "adapter_switch", context=True)

@@ -17,15 +17,15 @@ def test_a_nonfinite_value_makes_the_loss_nonfinite(tiny_sd, tiny_prompt_utils, 
     cfg = {"pretrained_model_name_or_path": tiny_sd, "grad_clip": 1.0}
     g = SDS(cfg) if kind == "sds" else VSD({**cfg, "pretrained_model_name_or_path_lora": tiny_sd})
     latents = torch.randn(2, 4, 16, 16)
-    if where == "prediction":
-        original = StableDiffusionGuidanceBase.guided_eps
+    if where == "prediction":  # the pretrained prediction, however it is computed (VSD shared: batched with eps_phi)
+        original = type(g).pretrained_eps
 
         def nan_eps(self, *args, **kwargs):
             eps = original(self, *args, **kwargs)
             eps[1, 0, 0, 0] = float("nan")
             return eps
 
-        monkeypatch.setattr(StableDiffusionGuidanceBase, "guided_eps", nan_eps)
+        monkeypatch.setattr(type(g), "pretrained_eps", nan_eps)
     elif where == "weight":
         monkeypatch.setattr(NoiseSchedule, "weight", lambda self, t, s, ndim: torch.full((t.shape[0], 1, 1, 1), float("inf")))
     else:

@@ -29,7 +29,7 @@ SDS = registry.find("guidance", "stable-diffusion-guidance")
 VSD = registry.find("guidance", "stable-diffusion-vsd-guidance")
 
 SWITCHES_SDS = {"enable_channels_last_format": True}
-SWITCHES_VSD = {**SWITCHES_SDS, "lora_half_precision": True}
+SWITCHES_VSD = {**SWITCHES_SDS, "lora_half_precision": True, "batch_shared_unet_calls": True}
 
 
 def with_defaults(cls, values):

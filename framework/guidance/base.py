@@ -82,6 +82,8 @@ class DistillationStep:
     """(B, 4, 4) camera-to-world, or None."""
     mvp_mtx: Optional[Tensor]
     """(B, 4, 4) model-view-projection, or None."""
+    baseline_estimate: Optional[Tensor] = None
+    """(B, 4, h, w) baseline eps computed together with eps_cfg (VSD's batched shared-UNet call), or None."""
 
 
 class StableDiffusionGuidanceBase(BaseModule):
@@ -328,6 +330,11 @@ class StableDiffusionGuidanceBase(BaseModule):
         eps_text, eps_uncond = eps.chunk(2)
         return classifier_free_guidance(eps_text, eps_uncond, self.cfg_scale())
 
+    def pretrained_eps(self, step: DistillationStep, text_embeddings: Tensor, **kwargs: Any) -> Tensor:
+        """``eps_cfg`` of the step (no grad): :meth:`guided_eps` at its x_t and t. A subclass may compute its
+        baseline in the same UNet call and leave it in ``step.baseline_estimate`` (VSD's batched shared mode)."""
+        return self.guided_eps(step.noisy_latents, step.t, text_embeddings)
+
     # ------------------------------------------------------------------------------------------- the step
     def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
         """What is subtracted from ``eps_cfg`` (no grad), and extra outputs (e.g. ``loss_lora``)."""
@@ -377,11 +384,11 @@ class StableDiffusionGuidanceBase(BaseModule):
         text = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, view_dependent_prompting=self.cfg.view_dependent_prompting
         )
-        with torch.no_grad():
-            eps_cfg = self.guided_eps(noisy, t, text)
         step = DistillationStep(
             latents, noisy, t, noise, prompt_utils, elevation, azimuth, camera_distances, c2w, mvp_mtx
         )
+        with torch.no_grad():
+            eps_cfg = self.pretrained_eps(step, text, **kwargs)
         baseline, extra = self.baseline(step, **kwargs)
         grad = self.schedule.weight(t, self.cfg.weighting_strategy, latents.ndim) * (eps_cfg - baseline)
         loss, grad = self.reparameterised_loss(latents, grad)

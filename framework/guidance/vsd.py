@@ -47,6 +47,7 @@ from framework.guidance.camera_embedding import (
 )
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
+from framework.guidance.shared_batch import batched_shared_eps
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -104,6 +105,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
         lora_half_precision: bool = False
         """LoRA matmuls in the frozen UNet's half precision from fp32 master weights (no fp32 casts); no-op on fp32."""
+        batch_shared_unet_calls: bool = True
+        """Shared UNet: the pretrained CFG pair and the LoRA estimate as one batched call (LoRA, camera gated per row)."""
 
     cfg: Config
 
@@ -167,6 +170,25 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         # Shared UNet: the pretrained branch is the base model (adapters off; no class embedding outside LoRA calls).
         return self.lora.disabled() if self.lora_model.shared else contextlib.nullcontext()
 
+    def pretrained_eps(
+        self, step: DistillationStep, text_embeddings: Tensor, lora_scale: Optional[float] = None, **kwargs: Any
+    ) -> Tensor:
+        if not self.batches_shared_calls():
+            return super().pretrained_eps(step, text_embeddings)
+        lora_text, camera = self._lora_inputs(step)
+        eps_cfg, step.baseline_estimate = batched_shared_eps(
+            self, step.noisy_latents, step.t, text_embeddings, lora_text, camera, self._scale(lora_scale)
+        )
+        return eps_cfg
+
+    def batches_shared_calls(self) -> bool:
+        """Whether the pretrained pair and the LoRA estimate run as one call (:mod:`framework.guidance.shared_batch`)."""
+        return self.lora_model.shared and self.cfg.batch_shared_unet_calls and not self.cfg.lora_train_on_estimate
+
+    def lora_compute_dtype(self) -> torch.dtype:
+        """The dtype of the LoRA update: the frozen UNet's with ``lora_half_precision``, else fp32 (its weights')."""
+        return next(self.lora_model.unet.parameters()).dtype if self.cfg.lora_half_precision else torch.float32
+
     # ---------------------------------------------------------------------------------------- LoRA model
     def lora_forward(self, x: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
         """Raw LoRA-model output (fp32) with camera condition ``camera`` (B, D) at strength ``scale``: the LoRA update
@@ -227,18 +249,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     def baseline(
         self, step: DistillationStep, lora_scale: Optional[float] = None, **kwargs: Any
     ) -> Tuple[Tensor, Dict[str, Any]]:
-        scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
+        scale = self._scale(lora_scale)
         b = step.latents.shape[0]
-        text = step.prompt_utils.get_text_embeddings(
-            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
-        )[:b]
-        camera = camera_condition(
-            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
-        ).to(step.latents.device)
+        text, camera = self._lora_inputs(step)
         if self.cfg.lora_train_on_estimate:
             return self._estimate_and_train(step, text, camera, scale)
-        with torch.no_grad():
-            eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
+        eps_phi = step.baseline_estimate
+        if eps_phi is None:
+            with torch.no_grad():
+                eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
         n = self.cfg.lora_n_timestamp_samples
         latents = step.latents.detach().repeat(n, 1, 1, 1)
         t = torch.randint(0, self.lora_schedule.num_train_timesteps, (b * n,), device=latents.device)
@@ -246,6 +265,20 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         keep = self._keep_camera(b * n, latents.device)
         loss_lora = self.lora_training_loss(latents, text.repeat(n, 1, 1), camera.repeat(n, 1), t, noise, keep, scale)
         return eps_phi, {"loss_lora": loss_lora}
+
+    def _scale(self, lora_scale: Optional[float]) -> float:
+        return self.cfg.lora_scale if lora_scale is None else float(lora_scale)
+
+    def _lora_inputs(self, step: DistillationStep) -> Tuple[Tensor, Tensor]:
+        """The LoRA model's text (B, 77, C): the view-independent prompt; and camera condition (B, D)."""
+        b = step.latents.shape[0]
+        text = step.prompt_utils.get_text_embeddings(
+            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
+        )[:b]
+        camera = camera_condition(
+            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
+        ).to(step.latents.device)
+        return text, camera
 
     def _estimate_and_train(
         self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float
