@@ -10,9 +10,16 @@ the same optimizer (one ``guidance`` parameter group). Configurations:
 
 * ``sds``: ``stable-diffusion-guidance``;
 * ``vsd-separate``: VSD with two UNets (``share_unet: false``), threestudio's layout of the models;
-* ``vsd-shared``: VSD with one UNet for both branches (the default when both model paths are equal);
+* ``vsd-shared``: VSD with one UNet for both branches (the default when both model paths are equal), the pretrained
+  CFG pair and the LoRA estimate in one batched call (``batch_shared_unet_calls``, default);
+* ``vsd-shared-unbatched``: the same as two calls (the adapters switched off for the pretrained one);
 * ``vsd-shared-estimate``, ``vsd-separate-estimate``: the LoRA trained on the estimate's noisy latents (one LoRA
-  forward instead of two).
+  forward instead of two);
+* not in the default list: ``*-channels-last`` (``enable_channels_last_format``), ``*-compiled`` (``compile_unets:
+  default``: each process compiles first, minutes on a CPU). ``lora_half_precision`` changes nothing where the
+  frozen weights are fp32 (CPU) and is measured by ``scripts/gpu_check.py``.
+
+The configurations are ``lab.guidance_bench.CONFIGS``; ``benchmarks/profile_vsd.py`` shows where their time goes.
 
 Models: ``tiny`` is ``lab.models.tiny_sd`` (16x16 latents); ``sd21`` is a UNet and a VAE with SD 2.1's
 configs and random weights (866 M + 84 M parameters) at ``--latent-size`` (16: a 128x128 image), written once under
@@ -35,7 +42,7 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lab.guidance_bench import CONFIGS, build_case, prepare_model, random_prompt_utils  # noqa: E402
+from lab.guidance_bench import CONFIGS, DEFAULT_CONFIGS, build_case, prepare_model, random_prompt_utils  # noqa: E402
 
 
 def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: int):
@@ -166,7 +173,7 @@ def table(rows: List[Dict], args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=["tiny", "sd21", "all"], default="tiny")
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
     p.add_argument("--steps", type=int, default=0, help="timed steps (default 20 tiny, 3 sd21)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the whole set (fastest kept)")

@@ -35,7 +35,17 @@ CONFIGS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "vsd-shared": ("stable-diffusion-vsd-guidance", {}),
     "vsd-shared-estimate": ("stable-diffusion-vsd-guidance", {"lora_train_on_estimate": True}),
     "vsd-separate-estimate": ("stable-diffusion-vsd-guidance", {"share_unet": False, "lora_train_on_estimate": True}),
+    # the speed switches, each against its default
+    "vsd-shared-unbatched": ("stable-diffusion-vsd-guidance", {"batch_shared_unet_calls": False}),
+    "sds-channels-last": ("stable-diffusion-guidance", {"enable_channels_last_format": True}),
+    "vsd-separate-channels-last": ("stable-diffusion-vsd-guidance",
+                                   {"share_unet": False, "enable_channels_last_format": True}),
+    "vsd-shared-channels-last": ("stable-diffusion-vsd-guidance", {"enable_channels_last_format": True}),
+    "vsd-shared-compiled": ("stable-diffusion-vsd-guidance", {"compile_unets": "default"}),
+    "sds-compiled": ("stable-diffusion-guidance", {"compile_unets": "default"}),
 }
+DEFAULT_CONFIGS = ["sds", "vsd-separate", "vsd-shared", "vsd-shared-unbatched", "vsd-shared-estimate",
+                   "vsd-separate-estimate"]
 
 
 def prepare_model(model: str, work_dir: Path) -> Path:

@@ -139,6 +139,7 @@ def guidance_cases(ctx: Context) -> List[Tuple[str, str, Dict[str, Any]]]:
         ("VSD separate, channels-last", vsd, {**sep, "enable_channels_last_format": True}),
         ("VSD separate, switches on", vsd, {**sep, **LEVERS_ON}),
         ("VSD shared (defaults)", vsd, shared),
+        ("VSD shared, unbatched (batch_shared_unet_calls off)", vsd, {**shared, "batch_shared_unet_calls": False}),
         ("VSD shared, lora_half_precision", vsd, {**shared, "lora_half_precision": True}),
         ("VSD shared, switches on", vsd, {**shared, **LEVERS_ON}),
         ("VSD shared, LoRA on estimate", vsd, {**shared, "lora_train_on_estimate": True}),
