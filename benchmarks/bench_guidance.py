@@ -103,19 +103,21 @@ def worker(args: argparse.Namespace) -> Dict:
     resident_mb = _status_kb("VmRSS") / 1024
     exact_peak = _reset_peak_rss()
     times: List[float] = []
+    cpu_times: List[float] = []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = _status_kb("VmHWM") / 1024
     return {
         "config": args.worker, "model": args.model, "step_ms": 1000 * statistics.median(times),
-        "step_ms_min": 1000 * min(times), "peak_mb": peak_mb, "resident_before_mb": resident_mb,
+        "step_ms_min": 1000 * min(times), "cpu_ms": 1000 * statistics.median(cpu_times), "peak_mb": peak_mb, "resident_before_mb": resident_mb,
         "peak_is_exact": exact_peak or cuda, "trainable_params": sum(p.numel() for p in guidance.parameters()),
     }
 
@@ -147,26 +149,78 @@ def run_all(args: argparse.Namespace) -> List[Dict]:
         for name, rs in runs.items():
             row = dict(rs[0])
             row["step_ms"] = min(r["step_ms"] for r in rs)
+            row["cpu_ms"] = min(r["cpu_ms"] for r in rs)
             row["step_ms_rounds"] = [round(r["step_ms"], 2) for r in rs]
             row["peak_mb"] = statistics.median(r["peak_mb"] for r in rs)
             rows.append(row)
     return rows
 
 
+def run_interleaved(args: argparse.Namespace) -> List[Dict]:
+    """All configurations built in this process, their steps interleaved one by one (``--rounds`` x ``--steps``).
+
+    On a machine shared with other jobs a disturbance then hits every configuration alike, so the ratios of the
+    medians hold where separate processes drift apart. No memory figures (one process holds every model).
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for model in (["tiny", "sd21"] if args.model == "all" else [args.model]):
+        model_dir = prepare_model(model, Path(args.work_dir))
+        text_width = 32 if model == "tiny" else 1024
+        pu = prompt_utils_for(model, model_dir, Path(args.work_dir), text_width)
+        cases = {}
+        for name in args.configs:
+            kind, overrides = CONFIGS[name]
+            cfg = {"pretrained_model_name_or_path": str(model_dir), **overrides}
+            if kind.endswith("vsd-guidance"):
+                cfg["pretrained_model_name_or_path_lora"] = str(model_dir)
+            if model == "sd21":
+                cfg["image_size"] = args.latent_size * 8
+            cases[name] = build_case(kind, cfg, device, prompt_utils=pu)
+            for _ in range(args.warmup):
+                cases[name].step()
+        times: Dict[str, List[float]] = {name: [] for name in cases}
+        cpu: Dict[str, List[float]] = {name: [] for name in cases}
+        steps = args.steps if args.steps else (20 if model == "tiny" else 3)
+        for _ in range(args.rounds * steps):
+            for name, case in cases.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                case.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+        for name, ts in times.items():
+            rows.append({"config": name, "model": model, "step_ms": 1000 * statistics.median(ts),
+                         "step_ms_min": 1000 * min(ts), "cpu_ms": 1000 * statistics.median(cpu[name]),
+                         "peak_mb": float("nan")})
+            print(f"{model:5s} {name:22s} median {rows[-1]['step_ms']:8.1f} ms  min {rows[-1]['step_ms_min']:8.1f} ms"
+                  f"  cpu {rows[-1]['cpu_ms']:8.1f} ms", file=sys.stderr)
+        del cases
+    return rows
+
+
 def table(rows: List[Dict], args: argparse.Namespace) -> str:
     lines = [
         f"torch {__import__('torch').__version__}, {args.threads} thread(s), device {args.device}, "
-        f"{platform.processor() or platform.machine()}, fastest of {args.rounds} round(s)",
+        f"{platform.processor() or platform.machine()}, "
+        + (f"steps of all configurations interleaved in one process, median of {args.rounds * (args.steps or 20)}"
+           if args.interleaved else f"fastest of {args.rounds} round(s)"),
         "",
-        "| model | guidance | step (ms) | x SDS | peak memory (MB) | x SDS |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| model | guidance | step (ms) | x SDS | CPU time (ms) | x SDS | peak memory (MB) | x SDS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model in dict.fromkeys(r["model"] for r in rows):
         sds = next((r for r in rows if r["model"] == model and r["config"] == "sds"), None)
         for r in (r for r in rows if r["model"] == model):
             t = f"{r['step_ms'] / sds['step_ms']:.2f}" if sds else "-"
-            m = f"{r['peak_mb'] / sds['peak_mb']:.2f}" if sds else "-"
-            lines.append(f"| {model} | {r['config']} | {r['step_ms']:.1f} | {t} | {r['peak_mb']:.0f} | {m} |")
+            m = f"{r['peak_mb'] / sds['peak_mb']:.2f}" if sds and r["peak_mb"] == r["peak_mb"] else "-"
+            peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] == r["peak_mb"] else "-"
+            c = f"{r['cpu_ms'] / sds['cpu_ms']:.2f}" if sds else "-"
+            lines.append(f"| {model} | {r['config']} | {r['step_ms']:.1f} | {t} | {r['cpu_ms']:.1f} | {c} | {peak} | {m} |")
     return "\n".join(lines)
 
 
@@ -182,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "bench_guidance"))
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--interleaved", action="store_true",
+                   help="one process, the configurations' steps interleaved (robust ratios on a busy machine; no memory)")
     p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -190,7 +246,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    rows = run_all(args)
+    rows = run_interleaved(args) if args.interleaved else run_all(args)
     print(table(rows, args))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
