@@ -95,8 +95,12 @@ class LoraWeights(nn.Module):
         elif scale == 1.0:
             yield
             return
+        scaled = {}  # one product per distinct alpha / r (usually one for all layers)
         for name, layer in self._tuners.items():
-            layer.scaling[self.adapter_name] = self._base_scaling[name] * scale
+            base = self._base_scaling[name]
+            if base not in scaled:
+                scaled[base] = base * scale
+            layer.scaling[self.adapter_name] = scaled[base]
         try:
             yield
         finally:
