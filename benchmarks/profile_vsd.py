@@ -63,6 +63,14 @@ def profile_config(name: str, model: str, model_dir: Path, args) -> str:
     device = torch.device(args.device)
     case = build_case(kind, cfg, device)
     result = profile_breakdown(case, args.steps, args.warmup)
+    if args.json:
+        import json
+
+        rows = [{"phase": ph, "component": c, **v} for (ph, c), v in result["table"].items()]
+        record = {"model": model, "config": name, "step_ms": result["step_ms"],
+                  "profiled_step_ms": result["profiled_step_ms"], "rows": rows}
+        with open(args.json, "a") as f:
+            f.write(json.dumps(record) + "\n")
     out = [f"### {model} / {name}" + (f" ({', '.join(f'{k}={v}' for k, v in args.set.items())})" if args.set else ""),
            "", f"step {result['step_ms']:.1f} ms without instrumentation, {result['profiled_step_ms']:.1f} ms profiled",
            "", format_breakdown(result, device=device.type == "cuda"), ""]
@@ -90,6 +98,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="guidance config values for every VSD configuration (e.g. lora_autocast=true)")
+    p.add_argument("--json", help="append each configuration's full breakdown to this file (one JSON per line)")
     p.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "bench_guidance"))
     args = p.parse_args(argv)
     args.set = dict((kv.split("=", 1)[0], parse_value(kv.split("=", 1)[1])) for kv in args.set)

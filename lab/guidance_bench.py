@@ -172,7 +172,7 @@ PHASES = {
     "optimizer_step": "optimizer step (AdamW)",
 }
 COMPONENTS = {
-    "adapter_switch": "adapter switching",
+    "adapter_switch": "adapter switching, LoRA scaling",
     "camera_embedding": "camera embedding",
     "peft_layer": "PEFT wrapper (Python, add, scaling)",
     "peft_cast": "dtype casts in PEFT layers",
@@ -328,11 +328,11 @@ def format_breakdown(result: Dict[str, Any], device: bool = False) -> str:
             continue
         ptotal = sum(v["cpu_ms"] for _, v in rows)
         dtotal = sum(v["device_ms"] for _, v in rows)
-        lines.append(f"| **{names[phase]}** | all | **{ptotal:.1f}** | **{100 * ptotal / total:.1f}%** |"
+        lines.append(f"| **{names[phase]}** | all | **{ptotal:.1f}** | **{100 * ptotal / total:.2f}%** |"
                      + (f" {dtotal:.1f} |" if device else ""))
         for comp, v in sorted(rows, key=lambda r: -r[1]["cpu_ms"]):
-            if len(rows) > 1 and v["cpu_ms"] >= 0.01 * ptotal:  # components of at least 1% of the phase
-                lines.append(f"| | {names[comp]} | {v['cpu_ms']:.1f} | {100 * v['cpu_ms'] / total:.1f}% |"
+            if len(rows) > 1 and v["cpu_ms"] >= 0.0005 * total:  # components of at least 0.05% of the step
+                lines.append(f"| | {names[comp]} | {v['cpu_ms']:.1f} | {100 * v['cpu_ms'] / total:.2f}% |"
                              + (f" {v['device_ms']:.1f} |" if device else ""))
     lines.append(f"| total (profiled, host) | | {total:.1f} | 100% |" + (" |" if device else ""))
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The checks that need a GPU, as one command that prints one table (about 7-9 minutes on an H100/H200).
+"""The checks that need a GPU, as one command that prints one table (estimated 7-9 minutes on an H200; not yet run).
 
     python scripts/gpu_check.py                          # on a CUDA machine, every default section
     python scripts/gpu_check.py --sections guidance training
