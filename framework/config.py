@@ -90,7 +90,8 @@ class Bounds:
 @dataclasses.dataclass(frozen=True)
 class StepValued:
     """Marks an integer field as a training-step quantity: ``kind`` is ``point`` (a step number: "from step N",
-    "until step N") or ``duration`` (a number of steps: "every N steps")."""
+    "until step N"), ``duration`` (a number of steps: "every N steps") or ``count`` (a number of steps that is no
+    position in the run, e.g. "this many failed steps in a row": tools that rescale a run leave it alone)."""
 
     kind: str
 
@@ -109,6 +110,10 @@ NonNegativeFloat = Annotated[float, Bounds(ge=0)]
 """A finite number >= 0."""
 Probability = Annotated[float, Bounds(ge=0, le=1)]
 """A number in [0, 1]."""
+MAX_IMAGE_SIDE = 8192
+"""The largest image side a config may ask for (one 8192x8192 float image batch is already 800 MB per channel)."""
+ImageSide = Annotated[int, Bounds(ge=1, le=MAX_IMAGE_SIDE)]
+"""An image height or width in pixels, 1 to MAX_IMAGE_SIDE."""
 Step = Annotated[int, Bounds(ge=0), StepValued("point")]
 """A training step number ("from step N", "until step N"), >= 0."""
 Steps = Annotated[int, Bounds(ge=1), StepValued("duration")]
@@ -175,7 +180,7 @@ def _type_name(tp: Any) -> str:
             words.append("(inf allowed)")
         kind = step_kind(tp)
         if kind is not None:
-            words.append("(a step number)" if kind == "point" else "(a number of steps)")
+            words.append({"point": "(a step number)", "duration": "(a number of steps)"}.get(kind, "(a count of steps)"))
         return " ".join([base, *words])
     if origin is Union:
         return " or ".join(_type_name(a) for a in args)

@@ -182,7 +182,7 @@ COMPONENTS = {
 CAST_OPS = {"aten::to", "aten::_to_copy"}
 GUIDANCE_METHODS = {  # method name -> phase label (only those the guidance has are wrapped)
     "encode_images": "vae_encode",
-    "guided_eps": "pretrained_cfg",
+    "pretrained_predictions": "pretrained_cfg",
     "lora_eps": "lora_estimate",
     "lora_training_loss": "lora_train_forward",
     "_estimate_and_train": "lora_estimate_and_train",
@@ -248,7 +248,7 @@ def _label(case: GuidanceCase) -> _Labels:
     for name, phase in GUIDANCE_METHODS.items():
         labels.method(g, name, phase)
     if getattr(g, "batches_shared_calls", lambda: False)():
-        labels.method(g, "pretrained_eps", "batched_unet")
+        labels.method(g, "predict", "batched_unet")
     if hasattr(g, "lora"):
         labels.method(g.lora, "disabled", "adapter_switch", context=True)
         labels.method(g.lora, "scaled", "adapter_switch", context=True)

@@ -21,16 +21,17 @@ import time
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from framework.geometry.base import BaseImplicitGeometry
 
-class UniformSphere(nn.Module):
+
+class UniformSphere(BaseImplicitGeometry):
     """Density ``sigma`` inside the ball ``|p - center| < radius``, zero outside; constant colour; radial normals.
 
-    Implements the geometry interface (``forward``, ``forward_density``, ``has_normal``). Its features are the logit of
-    ``color``, so ``no-material`` (sigmoid) shows ``color``.
+    An implicit geometry (``forward``, ``forward_density``, ``has_normal``) in a bounding box of radius 1. Its features
+    are the logit of ``color``, so ``no-material`` (sigmoid) shows ``color``.
     """
 
     has_normal = True
@@ -42,7 +43,7 @@ class UniformSphere(nn.Module):
         center: Sequence[float] = (0.0, 0.0, 0.0),
         color: Sequence[float] = (0.2, 0.4, 0.6),
     ):
-        super().__init__()
+        super().__init__({"radius": 1.0})
         self.radius, self.sigma = float(radius), float(sigma)
         self.register_buffer("center", torch.tensor(center, dtype=torch.float32))
         self.register_buffer("color", torch.tensor(color, dtype=torch.float32))

@@ -10,6 +10,7 @@ Sections (``SECTIONS``; each adds rows ``| section | check | value |``, printed 
 
 * ``renderer``: the CUDA path (nerfacc's occupancy-grid marching) against the PyTorch path on the same scenes
   (an analytic sphere with its closed-form opacity, the implicit-volume blob): differences and ms per render.
+* ``rasterizer``: the mesh rasterizer, PyTorch on CUDA and nvdiffrast against the CPU (``lab/raster_checks.py``).
 * ``guidance``: one training step (forward, backward, AdamW step of the scene and the LoRA) from a 64x64 render
   encoded at 512x512, SD 2.1-shaped models with random weights, fp16 frozen weights: SDS, VSD with a separate
   v-prediction ``unet_lora`` and VSD with one shared UNet, each speed switch on and off; ms per step and peak memory,
@@ -23,6 +24,8 @@ Sections (``SECTIONS``; each adds rows ``| section | check | value |``, printed 
 * ``recipes``: the peak GPU memory of every real-model recipe (the figure each YAML header states):
   ``prolificdreamer.yaml`` at 64x64 and 512x512, ``dreamfusion-sd.yaml`` (SD 1.5-shaped), ``sds-image.yaml``,
   ``vsd-image.yaml``; a few training steps, a validation and a one-view test each, in its own process.
+* ``stages``: a training step of ``prolificdreamer-geometry.yaml`` and ``prolificdreamer-texture.yaml`` as written
+  (512x512, DMTet grid 128) from a sphere: ms per step and peak memory (``lab/stage_checks.py``).
 * ``compile`` (with ``--compile``): the guidance step and the vsd.yaml training loop with ``compile_unets:
   reduce-overhead`` against eager, and the compile time.
 
@@ -121,6 +124,21 @@ def renderer_section(ctx: Context) -> None:
     for scene, metrics in agreement_report(ctx.device.type, **kwargs).items():
         for key, value in sorted(metrics.items()):
             ctx.emit("renderer", f"{scene}: {key}", f"{value:.4g}")
+
+
+def rasterizer_section(ctx: Context) -> None:
+    from lab.raster_checks import gpu_check_rows  # nvdiff-rasterizer's back ends compared (docs/mesh.md)
+
+    for row in gpu_check_rows(ctx.device.type, ctx.dry_run):
+        ctx.emit(*row)
+
+
+def stages_section(ctx: Context) -> None:
+    from lab.stage_checks import stage_step_rows  # ProlificDreamer's stages 2 and 3 (docs/mesh.md)
+
+    steps = 1 if ctx.dry_run else 10
+    for row in stage_step_rows(ctx.device, ctx.model("sd21-base"), ctx.model("sd21-v"), ctx.work, steps, ctx.dry_run):
+        ctx.emit(*row)
 
 
 # --------------------------------------------------------------------------------------------------- guidance
@@ -368,10 +386,12 @@ def compile_section(ctx: Context) -> None:
 # One line per section (other checks add theirs here).
 SECTIONS: List[Tuple[str, Callable[[Context], None]]] = [
     ("renderer", renderer_section),
+    ("rasterizer", rasterizer_section),
     ("guidance", guidance_section),
     ("profile", profile_section),
     ("training", training_section),
     ("recipes", recipes_section),
+    ("stages", stages_section),
     ("compile", compile_section),
 ]
 DEFAULT_OFF = {"compile"}  # sections that run only when asked for (--compile or --sections)

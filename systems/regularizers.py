@@ -1,11 +1,13 @@
-"""Regularisers of rendered radiance fields, written once for every 3D system (threestudio's definitions).
+"""Regularisers written once for every 3D system (threestudio's definitions), grouped by training stage.
 
-Each takes the renderer's output dict. Shapes: ``opacity`` (B, H, W, 1); ``weights`` and ``normal`` per sample.
+Each takes the renderer's output dict. Radiance fields (stage ``coarse``): ``opacity`` (B, H, W, 1); ``weights`` and
+``normal`` per sample. Meshes (stage ``geometry``): ``mesh``, the rasterized ``framework.geometry.mesh.Mesh``, whose
+methods hold threestudio's mesh regularisers.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Callable, Dict, Tuple
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -44,4 +46,29 @@ def orient(out: Dict[str, Tensor]) -> Tensor:
     return (out["weights"].detach() * dot.clamp_min(0.0) ** 2).sum() / (out["opacity"] > 0).sum().clamp_min(1)
 
 
-REGULARIZERS = {"sparsity": sparsity, "opaque": opaque, "z_variance": z_variance, "orient": orient}
+def normal_consistency(out: Dict[str, Any]) -> Tensor:
+    """Mean over mesh edges of ``1 - cos`` between the vertex normals at the edge's ends (0 on a plane)."""
+    return out["mesh"].normal_consistency()
+
+
+def laplacian_smoothness(out: Dict[str, Any]) -> Tensor:
+    """Mean over vertices of ``|sum_{j ~ i} (v_i - v_j)|``: the uniform Laplacian of the mesh's positions."""
+    return out["mesh"].laplacian()
+
+
+REGULARIZERS: Dict[str, Callable[[Dict[str, Tensor]], Tensor]] = {
+    "sparsity": sparsity,
+    "opaque": opaque,
+    "z_variance": z_variance,
+    "orient": orient,
+    "normal_consistency": normal_consistency,
+    "laplacian_smoothness": laplacian_smoothness,
+}
+"""Every regulariser, by loss name (``loss_<name>`` weighted by ``lambda_<name>``)."""
+
+STAGE_REGULARIZERS: Dict[str, Tuple[str, ...]] = {
+    "coarse": ("sparsity", "opaque", "z_variance", "orient"),
+    "geometry": ("normal_consistency", "laplacian_smoothness"),
+    "texture": (),
+}
+"""The regularisers each training stage computes (those of radiance fields, of meshes, none)."""

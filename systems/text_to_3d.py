@@ -2,7 +2,10 @@
 
 A scene (geometry + material + background + renderer) is rendered from random cameras; the guidance turns the renders
 into ``loss_<x>`` terms (``loss_sds``; or ``loss_vsd`` and ``loss_lora``); the regularisers of
-``systems/regularizers.py`` add theirs. With ``n_particles > 1`` the system holds that many independent scenes
+``systems/regularizers.py`` add theirs. Systems with stages (ProlificDreamer) train the whole scene (``coarse``), a
+surface from its rendered normals (``geometry``: the guidance sees ``comp_normal``, the mesh regularisers apply) or the
+colour of a fixed surface (``texture``); a later stage starts from an earlier run's geometry through
+``geometry_convert_from`` (``systems/geometry_convert.py``). With ``n_particles > 1`` the system holds that many independent scenes
 (ProlificDreamer's particles); one is rendered and updated per step, in turn, and all share the guidance (for VSD, one
 ``unet_lora`` learns the score of all of them).
 
@@ -13,16 +16,18 @@ Module paths of the optimizer's parameter groups are threestudio's (``geometry.e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Annotated, Any, Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
+from framework.config import Bounds
 from framework.errors import ConfigError
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
+from systems.geometry_convert import convert_geometries
 from systems.guided import GuidedSystem
-from systems.regularizers import REGULARIZERS
+from systems.regularizers import REGULARIZERS, STAGE_REGULARIZERS
 
 SCENE_PARTS = ("geometry", "material", "background", "renderer")
 
@@ -56,23 +61,41 @@ class TextTo3DSystem(GuidedSystem):
         """Config of the renderer."""
         exporter_type: str = "mesh-exporter"
         """Registered exporter used by --export."""
-        n_particles: int = 1
+        n_particles: Annotated[int, Bounds(ge=1, le=1024)] = 1
         """Independent scenes optimised together (VSD particles); one is rendered per step, in turn."""
+        geometry_convert_from: Optional[str] = None
+        """A checkpoint of an earlier run (<trial>/ckpts/last.ckpt; LAST in the path: the newest matching trial)
+        whose geometry initialises this one (e.g. a stage-1 NeRF becomes a tetrahedra-sdf-grid); ignored when
+        resuming or loading system.weights."""
+        geometry_convert_inherit_texture: bool = False
+        """Also take the earlier geometry's texture field (hash grid and feature network)."""
+        geometry_convert_override: Dict[str, Any] = field(default_factory=dict)
+        """Changes to the earlier geometry's config before converting it (e.g. isosurface_threshold: 10)."""
 
     cfg: Config
 
+    @property
+    def stage(self) -> str:
+        """What is trained: ``coarse`` (the whole scene), ``geometry`` (the surface, from its normals) or ``texture``
+        (the colour of a fixed surface). Only systems with a ``stage`` field have the latter two."""
+        return "coarse"
+
     def configure(self) -> None:
         c = self.cfg
-        if c.n_particles < 1:
-            raise ConfigError(f"config error: system.n_particles: must be at least 1, got {c.n_particles}")
+        converted = None
+        if c.geometry_convert_from and not self.resumed and not c.weights:
+            converted = convert_geometries(c, c.n_particles)
         scenes = []
-        for _ in range(c.n_particles):
-            geometry = self.build("geometry", c.geometry_type, c.geometry, "system.geometry")
-            material = self.build("material", c.material_type, c.material, "system.material")
-            background = self.build("background", c.background_type, c.background, "system.background")
+        for i in range(c.n_particles):
+            if converted is not None:
+                geometry = converted[i]
+                self._stepped.append(geometry)  # updated before every step like the modules self.build makes
+            else:
+                geometry = self.build("geometry", c.geometry_type, c.geometry)
+            material = self.build("material", c.material_type, c.material)
+            background = self.build("background", c.background_type, c.background)
             renderer = self.build(
-                "renderer", c.renderer_type, c.renderer, "system.renderer",
-                geometry=geometry, material=material, background=background,
+                "renderer", c.renderer_type, c.renderer, geometry=geometry, material=material, background=background
             )
             scenes.append(Scene(geometry, material, background, renderer))
         self.particles = nn.ModuleList(scenes)
@@ -106,14 +129,32 @@ class TextTo3DSystem(GuidedSystem):
         return step % self.cfg.n_particles
 
     # ------------------------------------------------------------------ training
+    def render(self, scene: Scene, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """The renderer's outputs for ``batch``; in the geometry stage without colour (``render_rgb=False``)."""
+        if self.stage == "geometry":
+            return scene.renderer(**batch, render_rgb=False)
+        return scene.renderer(**batch)
+
+    def guided_image(self, out: Dict[str, Any]) -> torch.Tensor:
+        """What the guidance sees, ``(B, H, W, 3)`` in [0, 1]: the normal map in the geometry stage, else the colour."""
+        if self.stage != "geometry":
+            return out["comp_rgb"]
+        if "comp_normal" not in out:
+            raise ConfigError(
+                f"config error: system.stage: 'geometry' distils the rendered normal map, which "
+                f"{self.cfg.renderer_type} did not return for {self.cfg.geometry_type}; use tetrahedra-sdf-grid with "
+                "nvdiff-rasterizer"
+            )
+        return out["comp_normal"]
+
     def training_losses(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         scene = self.particles[self.particle_of_step(self.global_step)]
-        out = scene.renderer(**batch)
-        guidance_out = self.guidance(out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=False)
+        out = self.render(scene, batch)
+        guidance_out = self.guidance(self.guided_image(out), self.prompt_utils, **batch, rgb_as_latents=False)
         losses: Dict[str, Any] = dict(guidance_out)
-        for name, fn in REGULARIZERS.items():
+        for name in STAGE_REGULARIZERS[self.stage]:
             if self.loss_enabled(name):
-                losses[f"loss_{name}"] = fn(out)
+                losses[f"loss_{name}"] = REGULARIZERS[name](out)
         return losses
 
     # ------------------------------------------------------------------ evaluation
@@ -121,8 +162,9 @@ class TextTo3DSystem(GuidedSystem):
     def _panels(self, batch: Dict[str, Any]) -> List[Panel]:
         panels = []
         for scene in self.particles:
-            out = scene.renderer(**batch)
-            panels.append(Panel("rgb", out["comp_rgb"][0]))
+            out = self.render(scene, batch)
+            if "comp_rgb" in out:
+                panels.append(Panel("rgb", out["comp_rgb"][0]))
             if "comp_normal" in out:
                 panels.append(Panel("normal", out["comp_normal"][0] * 2.0 - 1.0))
             panels.append(Panel("grayscale", out["opacity"][0, :, :, 0], cmap="gray"))

@@ -109,12 +109,14 @@ def test_normals_without_normal_type_fail_clearly():
         geo(torch.rand(2, 3), output_normal=True)
 
 
-def test_isosurface_of_the_blob_is_the_closed_form_sphere():
+@pytest.mark.parametrize("method,resolution", [("mc-cpu", 24), ("mt", 48)])  # samples 2/23 and 2/24 of the box apart
+def test_isosurface_of_the_blob_is_the_closed_form_sphere(method, resolution):
     threshold = 5.0
     # softplus(10 (1 - r / 0.5)) = 5  <=>  r = 0.5 (1 - log(e^5 - 1) / 10)
     radius = 0.5 * (1 - math.log(math.exp(threshold) - 1) / 10)
-    coarse = blob_only(isosurface_threshold=threshold, isosurface_resolution=24, isosurface_coarse_to_fine=False)
-    fine = blob_only(isosurface_threshold=threshold, isosurface_resolution=24)
+    common = dict(isosurface_threshold=threshold, isosurface_resolution=resolution, isosurface_method=method)
+    coarse = blob_only(isosurface_coarse_to_fine=False, **common)
+    fine = blob_only(**common)
     errors = []
     for geo, rel in ((coarse, 0.1), (fine, 0.02)):
         mesh = geo.isosurface()
@@ -132,8 +134,12 @@ def test_isosurface_of_the_blob_is_the_closed_form_sphere():
 def test_isosurface_auto_threshold_and_errors():
     geo = blob_only(isosurface_threshold="auto", isosurface_resolution=16, isosurface_coarse_to_fine=False)
     assert geo.isosurface().n_faces > 0
-    with pytest.raises(UserError, match="no surface"):
-        blob_only(isosurface_threshold=25.0, isosurface_resolution=8).isosurface()
+    for method in ("mt", "mc-cpu"):
+        with pytest.raises(UserError, match="system.geometry.isosurface_threshold: no surface"):
+            geo = registry.find("geometry", "implicit-volume")(
+                {"pos_encoding_config": SMALL_GRID, "isosurface_threshold": 25.0, "isosurface_resolution": 8,
+                 "isosurface_method": method, "density_bias": -20.0}, prefix="system.geometry")
+            geo.isosurface()
 
 
 def test_small_components_are_removed():

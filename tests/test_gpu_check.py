@@ -21,7 +21,7 @@ def checks(out: str):
 
 
 def test_gpu_check_dry_run(tmp_path, capsys):
-    """Every default section but the recipes (their own slow test): about a minute on two cores."""
+    """Every default section but the recipes (their own slow test)."""
     rows_file = tmp_path / "rows.json"
     assert gpu_check().main(["--dry-run", "--skip", "recipes", "--work-dir", str(tmp_path / "w"),
                              "--json", str(rows_file)]) == 0
@@ -33,10 +33,12 @@ def test_gpu_check_dry_run(tmp_path, capsys):
                   "vsd.yaml 64x64, switches off (defaults): steps/s in the loop (x 3.2)",
                   "vsd.yaml 64x64, switches on: steps/s in the loop (x 3.2)"]:
         assert check in rows, check
+    assert any(c.startswith("prolificdreamer-geometry.yaml (16x16, grid 32): ms/step") for c in rows)
+    assert any(c.startswith("prolificdreamer-texture.yaml (16x16, grid 32): ms/step") for c in rows)
     assert rows["vsd.yaml 64x64, switches on: status"] == "ok"
     assert any(c.startswith("VSD shared: LoRA UNet training forward / ") for c in rows)  # the profile's rows
     assert "FAILED" not in out
-    assert [tuple(r) for r in json.loads(rows_file.read_text())][-1][0] == "training"
+    assert [tuple(r) for r in json.loads(rows_file.read_text())][-1][0] == "stages"
 
 
 @pytest.mark.slow

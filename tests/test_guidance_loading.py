@@ -154,3 +154,26 @@ def test_a_prompt_encoder_of_another_width_is_one_line(tiny_sd, tiny_embedding_c
     line = _launch_error(_sd_image_argv(tmp_path, wide, tiny_sd, tiny_embedding_cache), capsys)
     assert "system.prompt_processor.pretrained_model_name_or_path" in line and "32" in line and "48" in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("recipe,override,key", [
+    ("sds-image.yaml", "system.guidance.guidance_scale=.nan", "system.guidance.guidance_scale"),
+    ("sds-image.yaml", "system.guidance.guidance_scale=inf", "system.guidance.guidance_scale"),
+    ("sds-image.yaml", "system.guidance.max_step_percent=[0,0.98,1.5,100]", "system.guidance.max_step_percent"),
+    ("sds-image.yaml", "system.guidance.grad_clip=0", "system.guidance.grad_clip"),
+    ("sds-image.yaml", "system.guidance.trainer_max_steps=0", "system.guidance.trainer_max_steps"),
+    ("vsd-image.yaml", "system.guidance.guidance_scale_lora=.nan", "system.guidance.guidance_scale_lora"),
+    ("vsd-image.yaml", "system.guidance.lora_camera_dropout=1.5", "system.guidance.lora_camera_dropout"),
+    ("vsd-image.yaml", "system.guidance.lora_scale=-1", "system.guidance.lora_scale"),
+    ("vsd-image.yaml", "system.guidance.lora_rank=0", "system.guidance.lora_rank"),
+    ("vsd-image.yaml", "system.guidance.lora_fit_every=0", "system.guidance.lora_fit_every"),
+    ("sds-image.yaml", "system.prompt_processor.front_threshold=.nan", "system.prompt_processor.front_threshold"),
+    ("sds-image.yaml", "system.prompt_processor.overhead_threshold=120", "system.prompt_processor.overhead_threshold"),
+    ("sds-image.yaml", "system.prompt_processor.perp_neg_f_sb=[1,.nan,0]", "system.prompt_processor.perp_neg_f_sb"),
+])
+def test_numeric_values_are_finite_and_bounded(recipe, override, key, tmp_path, capsys):
+    argv = ["--config", recipe, "--train", f"exp_root_dir={tmp_path / 'out'}", "system.prompt_processor.prompt=a cat",
+            override]
+    line = _launch_error(argv, capsys)
+    assert key in line, line
+    assert not (tmp_path / "out").exists()

@@ -17,17 +17,17 @@ def test_a_nonfinite_value_makes_the_loss_nonfinite(tiny_sd, tiny_prompt_utils, 
     cfg = {"pretrained_model_name_or_path": tiny_sd, "grad_clip": 1.0}
     g = SDS(cfg) if kind == "sds" else VSD({**cfg, "pretrained_model_name_or_path_lora": tiny_sd})
     latents = torch.randn(2, 4, 16, 16)
-    if where == "prediction":  # the pretrained prediction, however it is computed (VSD shared: batched with eps_phi)
-        original = type(g).pretrained_eps
+    if where == "prediction":
+        original = StableDiffusionGuidanceBase.pretrained_predictions
 
-        def nan_eps(self, *args, **kwargs):
-            eps = original(self, *args, **kwargs)
-            eps[1, 0, 0, 0] = float("nan")
-            return eps
+        def nan_eps(self, step):
+            original(self, step)
+            step.eps_cfg[1, 0, 0, 0] = float("nan")
 
-        monkeypatch.setattr(type(g), "pretrained_eps", nan_eps)
+        monkeypatch.setattr(StableDiffusionGuidanceBase, "pretrained_predictions", nan_eps)
     elif where == "weight":
-        monkeypatch.setattr(NoiseSchedule, "weight", lambda self, t, s, ndim: torch.full((t.shape[0], 1, 1, 1), float("inf")))
+        monkeypatch.setattr(NoiseSchedule, "weight",
+                            lambda self, t, s, ndim: torch.full((t.shape[0], 1, 1, 1), float("inf")))
     else:
         latents[0, 1, 2, 3] = float("nan")
     latents.requires_grad_(True)
@@ -38,13 +38,15 @@ def test_a_nonfinite_value_makes_the_loss_nonfinite(tiny_sd, tiny_prompt_utils, 
 
 def test_a_nan_prediction_is_a_skipped_and_reported_step_of_a_run(tiny_sd, tiny_embedding_cache, tmp_path, monkeypatch,
                                                                   capsys):
-    original = StableDiffusionGuidanceBase.guided_eps
+    original = StableDiffusionGuidanceBase.pretrained_predictions
 
-    def nan_at_step_1(self, *args, **kwargs):
-        eps = original(self, *args, **kwargs)
-        return eps * float("nan") if self.global_step == 1 else eps
+    def nan_at_step_1(self, step):
+        original(self, step)
+        if self.global_step == 1:
+            step.eps_text = step.eps_text * float("nan")
+            step.eps_cfg = step.eps_cfg * float("nan")
 
-    monkeypatch.setattr(StableDiffusionGuidanceBase, "guided_eps", nan_at_step_1)
+    monkeypatch.setattr(StableDiffusionGuidanceBase, "pretrained_predictions", nan_at_step_1)
     argv = ["--config", "sds-image.yaml", "--train", f"exp_root_dir={tmp_path}", "use_timestamp=false", "tag=nan",
             "trainer.max_steps=3", "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
             f"system.prompt_processor.pretrained_model_name_or_path={tiny_sd}", "system.prompt_processor.prompt=a cat",
@@ -54,5 +56,5 @@ def test_a_nan_prediction_is_a_skipped_and_reported_step_of_a_run(tiny_sd, tiny_
     assert launch.main(argv) == 0
     err = capsys.readouterr().err
     skipped = [line for line in err.splitlines() if line.startswith("warning: step")]
-    assert skipped == [line for line in skipped if line.startswith("warning: step 1 skipped")] and len(skipped) == 1, err
+    assert len(skipped) == 1 and skipped[0].startswith("warning: step 1 skipped"), err
     assert "loss_sds is NaN" in skipped[0]

@@ -72,7 +72,7 @@ def test_vae_encoding_uses_config_scaling_factor(tiny_sd):
     assert vae.config.scaling_factor == 0.35  # the tiny model's deliberately non-SD value
     rgb = torch.rand(2, 32, 32, 3)
     torch.manual_seed(3)
-    latents = g.prepare_latents(rgb, rgb_as_latents=False)
+    latents, _ = g.prepare_latents(rgb, rgb_as_latents=False)
     torch.manual_seed(3)
     with torch.no_grad():
         expected = vae.encode(rgb.permute(0, 3, 1, 2) * 2 - 1).latent_dist.sample() * 0.35
@@ -96,13 +96,13 @@ def test_inputs_are_resized_to_the_working_size(tiny_sd):
     assert g.image_size == 32  # UNet sample_size 16 x VAE downscale 2
     rgb = torch.rand(1, 64, 64, 3)
     torch.manual_seed(4)
-    latents = g.prepare_latents(rgb, rgb_as_latents=False)
+    latents, _ = g.prepare_latents(rgb, rgb_as_latents=False)
     small = F.interpolate(rgb.permute(0, 3, 1, 2), (32, 32), mode="bilinear", align_corners=False)
     torch.manual_seed(4)
     torch.testing.assert_close(latents, g.encode_images(small))
     lat8 = torch.randn(1, 4, 8, 8)
     expected = F.interpolate(lat8, (16, 16), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(g.prepare_latents(lat8, rgb_as_latents=True), expected)
+    torch.testing.assert_close(g.prepare_latents(lat8, rgb_as_latents=True)[0], expected)
 
 
 def test_gradient_reaches_renders_and_is_seeded(tiny_sd, tiny_prompt_utils):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import framework.guidance  # noqa: F401  (registration)
 from framework import registry
-from framework.errors import CheckpointError, ConfigError
+from framework.errors import CheckpointError, ConfigError, UserError
 from framework.guidance.camera_embedding import camera_condition
 from framework.guidance.loading import place_frozen
 from framework.guidance.lora import LORA_FILE
@@ -29,12 +29,12 @@ def vsd(path, lora_path, **cfg):
 
 
 @torch.no_grad()
-def perturb(g, seed=0, lora=True, camera=True):
+def perturb(g, seed=0, lora=True, camera=True, scale=0.05):
     """Move the LoRA (B too) and camera embedding away from their initial values, as training would."""
     gen = torch.Generator().manual_seed(seed)
     params = (list(g.lora.parameters()) if lora else []) + (list(g.camera_embedding.parameters()) if camera else [])
     for p in params:
-        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def hand_lora_unet(g, lora_path, folder):
@@ -395,3 +395,21 @@ def test_frozen_models_follow_the_module_and_lora_stays_fp32(tiny_sd, tiny_sd_v)
     g.to("meta")
     for m in (g.models.unet, g.models.vae, g.lora_model.unet):
         assert all(p.device.type == "meta" for p in m.parameters())
+
+
+@pytest.mark.parametrize("field, value", [("lora_alpha", 8.0), ("lora_rank", 8), ("lora_target_modules", ["to_q"])])
+def test_lora_weights_of_another_adapter_shape_name_the_full_key(tiny_sd, tiny_sd_v, tmp_path, field, value):
+    vsd(tiny_sd, tiny_sd_v).save_lora(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        VSD({"pretrained_model_name_or_path": tiny_sd, "pretrained_model_name_or_path_lora": tiny_sd_v, field: value,
+             "lora_weights_path": str(tmp_path)}, prefix="system.guidance")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"system.guidance.{field}: is "), msg
+
+
+def test_an_over_long_lora_weights_path_is_one_line(tiny_sd, tiny_sd_v):
+    with pytest.raises(UserError) as e:
+        VSD({"pretrained_model_name_or_path": tiny_sd, "pretrained_model_name_or_path_lora": tiny_sd_v,
+             "lora_weights_path": "/tmp/" + "x" * 5000}, prefix="system.guidance")
+    msg = str(e.value)
+    assert "\n" not in msg and "system.guidance.lora_weights_path" in msg and "too long" in msg

@@ -41,7 +41,8 @@ def test_checkpoint_holds_trainable_state_and_metadata(tmp_path):
     ckpt = torch.load(trial(tmp_path) / "ckpts/last.ckpt", weights_only=True)
     assert set(ckpt["state_dict"]) == {"field.grid", "field.network.0.weight", "field.network.0.bias",
                                        "field.network.2.weight", "field.network.2.bias"}
-    assert ckpt["framework"] == {"system_type": "image-fitting-system", "global_step": 3}
+    assert ckpt["framework"] == {"system_type": "image-fitting-system", "global_step": 3, "optimizer": "Adam",
+                                 "scheduler": None}
     groups = ckpt["optimizer_states"][0]["param_groups"]
     assert [g["name"] for g in groups] == ["field.grid", "field.network"]
     assert [g["lr"] for g in groups] == [0.05, 0.01]

@@ -60,13 +60,13 @@ def test_vsd_with_true_noise_as_estimator_reduces_to_sds(tiny_sd, tiny_embedding
     with torch.no_grad():
         sds.particles.copy_(vsd.particles)
     guidance = vsd.guidance
-    original = guidance.baseline
+    original = guidance.estimate
 
-    def true_noise_baseline(step, **kwargs):
-        _, extra = original(step, **kwargs)  # the LoRA loss is still computed, as in training
+    def true_noise_estimate(step, lora_scale=None):
+        _, extra = original(step, lora_scale)  # the LoRA loss is still computed, as in training
         return step.noise, extra
 
-    guidance.baseline = true_noise_baseline
+    guidance.estimate = true_noise_estimate
     t = torch.tensor([500])
     noise = torch.randn(vsd.particles.shape, generator=torch.Generator().manual_seed(3))
     grads = []
@@ -78,7 +78,7 @@ def test_vsd_with_true_noise_as_estimator_reduces_to_sds(tiny_sd, tiny_embedding
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
     # and the real VSD baseline (the LoRA model's prediction) gives a different update: the check can fail
-    guidance.baseline = original
+    guidance.estimate = original
     out = vsd.guidance(vsd.images_input(), vsd.prompt_utils, **null_camera(1, vsd.device), rgb_as_latents=True,
                        t=t, noise=noise)
     (real,) = torch.autograd.grad(out["loss_vsd"], vsd.particles)

@@ -1,1 +1,1 @@
-from framework.geometry import base, implicit_volume  # noqa: F401
+from framework.geometry import base, implicit_volume, tetrahedra_sdf_grid  # noqa: F401

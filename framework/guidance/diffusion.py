@@ -22,7 +22,7 @@ from torch import Tensor
 from framework.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-WeightingStrategy = Literal["sds", "uniform", "fantasia3d"]
+WeightingStrategy = Literal["sds", "uniform", "fantasia3d", "ism"]
 
 
 def classifier_free_guidance(eps_text: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
@@ -33,6 +33,28 @@ def classifier_free_guidance(eps_text: Tensor, eps_uncond: Tensor, scale: float)
         tensor([16.])
     """
     return eps_uncond + scale * (eps_text - eps_uncond)
+
+
+def perpendicular_component(x: Tensor, y: Tensor) -> Tensor:
+    """The part of each sample of ``x`` orthogonal to the same sample of ``y`` (B, ...): ``x - <x,y>/<y,y> y``
+    (``<y,y>`` floored at 1e-6, as threestudio)."""
+    dims = tuple(range(1, x.ndim))
+    coef = (x * y).sum(dims) / (y * y).sum(dims).clamp_min(1e-6)
+    return x - _per_sample(coef, x.ndim) * y
+
+
+def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_negs: Tensor, weights: Tensor, scale: float) -> Tensor:
+    """Perp-Neg (arXiv 2304.04968): ``eps_uncond + scale (e_pos + sum_k w_k perp(e_k, e_pos))`` with
+    ``e_pos = eps_pos - eps_uncond`` and ``e_k = eps_neg_k - eps_uncond``.
+
+    Shapes: eps_pos, eps_uncond (B, C, h, w); eps_negs (B, K, C, h, w); weights (B, K) (negative values push away).
+    """
+    e_pos = eps_pos - eps_uncond
+    total = e_pos
+    for k in range(eps_negs.shape[1]):
+        w = _per_sample(weights[:, k].to(e_pos.dtype), e_pos.ndim)
+        total = total + w * perpendicular_component(eps_negs[:, k] - eps_uncond, e_pos)
+    return eps_uncond + scale * total
 
 
 def _per_sample(v: Tensor, ndim: int) -> Tensor:
@@ -106,7 +128,8 @@ class NoiseSchedule:
         """Score-distillation weight ``w(t)`` shaped (B, 1, ..., 1).
 
         ``sds``: ``1 - alpha_bar_t`` (DreamFusion); ``uniform``: 1;
-        ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``.
+        ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``; ``ism``: ``sqrt((1 - alpha_bar_t) / alpha_bar_t)``
+        (LucidDreamer's, sigma_t / alpha_t).
         """
         ab = self.alpha_bar(t)
         if strategy == "sds":
@@ -115,6 +138,8 @@ class NoiseSchedule:
             w = torch.ones_like(ab)
         elif strategy == "fantasia3d":
             w = ab.sqrt() * (1.0 - ab)
+        elif strategy == "ism":
+            w = ((1.0 - ab) / ab).sqrt()
         else:
-            raise ConfigError(f"weighting_strategy: unknown '{strategy}'; use sds, uniform or fantasia3d")
+            raise ConfigError(f"weighting_strategy: unknown '{strategy}'; use sds, uniform, fantasia3d or ism")
         return _per_sample(w, ndim)

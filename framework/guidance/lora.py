@@ -19,7 +19,7 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -40,8 +40,8 @@ def inject_lora(
     """Add a LoRA adapter to ``unet`` (frozen), its matrices trainable and in fp32 whatever the UNet's dtype."""
     from peft import LoraConfig
 
-    if rank < 1:
-        raise ConfigError(f"lora_rank: must be at least 1, got {rank}")
+    if rank < 1:  # the config's lora_rank is declared positive; this guards direct callers
+        raise ValueError(f"inject_lora: rank must be at least 1, got {rank}")
     unet.requires_grad_(False)
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=list(target_modules))
     try:
@@ -149,8 +149,10 @@ class LoraWeights(nn.Module):
         return Path(directory) / LORA_FILE
 
     @torch.no_grad()
-    def load(self, directory: str | os.PathLike) -> None:
-        """Load weights written by :meth:`save` (or any diffusers SD LoRA of the same rank, alpha and targets)."""
+    def load(self, directory: str | os.PathLike, key: Callable[[str], str] = str) -> None:
+        """Load weights written by :meth:`save` (or any diffusers SD LoRA of the same rank, alpha and targets).
+
+        ``key`` maps a guidance field (``lora_rank``) to its full dotted config key, for messages."""
         path = Path(directory) / LORA_FILE if Path(directory).is_dir() else Path(directory)
         if not path.is_file():
             pickled = Path(directory) / PICKLED_LORA_FILE
@@ -168,7 +170,7 @@ class LoraWeights(nn.Module):
         if not isinstance(meta, dict):
             raise CheckpointError(f"LoRA weights '{path}': the {METADATA_KEY} metadata is not a JSON object")
         state = {k[len(PREFIX) + 1 :]: v for k, v in tensors.items() if k.startswith(PREFIX + ".")}
-        _check_metadata(path, meta, self.peft_config)
+        _check_metadata(path, meta, self.peft_config, key)
         own = self.peft_state_dict()
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
@@ -210,7 +212,7 @@ def read_safetensors(path: str | os.PathLike, what: str) -> Tuple[Dict[str, Tens
     )
 
 
-def _check_metadata(path: Path, meta: Dict, config) -> None:
+def _check_metadata(path: Path, meta: Dict, config, key: Callable[[str], str] = str) -> None:
     """Rank, alpha and targets of a file must match the adapter (unet.r / unet.lora_alpha / unet.target_modules)."""
     if not meta:
         raise CheckpointError(
@@ -218,15 +220,27 @@ def _check_metadata(path: Path, meta: Dict, config) -> None:
             "save_lora (or diffusers' save_lora_weights with unet_lora_adapter_metadata)"
         )
     wants: List = [("r", config.r, "lora_rank"), ("lora_alpha", config.lora_alpha, "lora_alpha")]
-    for field, value, key in wants:
+    for field, value, name in wants:
         got = meta.get(f"{PREFIX}.{field}")
+        if got is not None and (isinstance(got, bool) or not isinstance(got, (int, float))):
+            raise CheckpointError(
+                f"LoRA weights '{path}': the adapter metadata {PREFIX}.{field} is {str(got)[:40]!r}, not a number; "
+                "the file is damaged or was not written by save_lora"
+            )
         if got is not None and float(got) != float(value):
             raise ConfigError(
-                f"{key}: is {value} but the LoRA weights '{path}' were trained with {got}; set {key}: {got}"
+                f"{key(name)}: is {value} but the LoRA weights '{path}' were trained with {got}; set {key(name)}={got}"
             )
     got_targets = meta.get(f"{PREFIX}.target_modules")
+    if got_targets is not None and not (
+        isinstance(got_targets, list) and all(isinstance(t, str) for t in got_targets)
+    ):
+        raise CheckpointError(
+            f"LoRA weights '{path}': the adapter metadata {PREFIX}.target_modules is {str(got_targets)[:40]!r}, not a "
+            "list of module names; the file is damaged or was not written by save_lora"
+        )
     if got_targets is not None and set(got_targets) != set(config.target_modules):
         raise ConfigError(
-            f"lora_target_modules: is {sorted(config.target_modules)} but the LoRA weights '{path}' target "
-            f"{sorted(got_targets)}; set lora_target_modules to match"
+            f"{key('lora_target_modules')}: is {sorted(config.target_modules)} but the LoRA weights '{path}' target "
+            f"{sorted(got_targets)}; set it to match"
         )

@@ -14,7 +14,8 @@ from typing import Any, Dict, Tuple
 from torch import Tensor
 
 from framework import registry
-from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
+from framework.guidance.base import StableDiffusionGuidanceBase
+from framework.guidance.step import DistillationStep
 
 
 @registry.register("guidance", "stable-diffusion-guidance")
@@ -33,5 +34,5 @@ class StableDiffusionGuidance(StableDiffusionGuidanceBase):
     def cfg_scale(self) -> float:
         return self.cfg.guidance_scale + 1.0
 
-    def baseline(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
-        return step.noise, {}
+    def update(self, step: DistillationStep, **kwargs: Any) -> Tuple[Tensor, Dict[str, Any]]:
+        return step.eps_cfg - step.noise, {}

@@ -4,11 +4,11 @@ In shared mode the pretrained prediction is the LoRA UNet with the LoRA switched
 estimate ``eps_phi`` is the same UNet with both on. Both are evaluated at the same ``x_t`` and ``t`` without grad, so
 they can share a batch:
 
-    rows        x_t   t   text                       LoRA strength   camera embedding
-    0 .. B-1    x_t   t   cond (view-dependent)      0               0 x emb(0)
-    B .. 2B-1   x_t   t   uncond                     0               0 x emb(0)
-    2B .. 3B-1  x_t   t   cond (view-independent)    lora_scale      lora_scale x emb(camera)
-    3B .. 4B-1  x_t   t   cond (view-independent)    lora_scale      lora_scale x emb(0)      (camera CFG only)
+    rows          x_t   t   text                           LoRA strength   camera embedding
+    0 .. kB-1     x_t   t   the pretrained model's k sets  0               0 x emb(0)
+                            ([cond; uncond], Perp-Neg's negatives, the empty prompt: whatever the base asks)
+    kB .. (k+1)B  x_t   t   cond (view-independent)        lora_scale      lora_scale x emb(camera)
+    then B more   x_t   t   cond (view-independent)        lora_scale      lora_scale x emb(0)  (camera CFG only)
 
 The LoRA strength is per sample (PEFT's ``scaling`` as a (4B, 1, 1) tensor, :meth:`LoraWeights.scaled`) and so is the
 camera embedding's output (``ScaledEmbedding`` with a (4B, 1) factor). A zero factor adds an exact zero: the
@@ -34,42 +34,40 @@ if TYPE_CHECKING:  # pragma: no cover
     from framework.guidance.vsd import StableDiffusionVSDGuidance
 
 
-def batched_shared_eps(
+def batched_predict(
     guidance: "StableDiffusionVSDGuidance",
-    noisy: Tensor,
+    x: Tensor,
     t: Tensor,
-    text: Tensor,
+    embeddings: Tensor,
     lora_text: Tensor,
     camera: Tensor,
     scale: float,
 ) -> Tuple[Tensor, Tensor]:
-    """``(eps_cfg, eps_phi)`` from one call of the shared UNet.
+    """``(eps, eps_phi)`` from one call of the shared UNet: what ``predict(x, t, embeddings)`` returns for the
+    pretrained model (kB rows, one per stacked embedding set: [cond; uncond], Perp-Neg's negatives, the empty prompt)
+    and the LoRA estimate at the same ``x`` and ``t``.
 
-    Shapes: noisy (B, 4, h, w), t (B,), text (2B, 77, C) ``[cond; uncond]`` for the pretrained pair, lora_text
-    (B, 77, C) the view-independent prompt, camera (B, D). ``scale`` is the LoRA strength of the estimate.
+    Shapes: x (B, 4, h, w), t (B,), embeddings (kB, 77, C), lora_text (B, 77, C) the view-independent prompt, camera
+    (B, D). ``scale`` is the LoRA strength of the estimate.
     """
-    b = noisy.shape[0]
+    b = x.shape[0]
+    k = embeddings.shape[0] // b
     camera_cfg = guidance.cfg.guidance_scale_lora != 1.0
     n_lora = 2 if camera_cfg else 1
-    rows = 2 + n_lora
+    rows = k + n_lora
     unet = guidance.lora_model.unet
-    lora_dtype = guidance.lora_compute_dtype()
     no_camera = torch.zeros_like(camera)
-    labels = [no_camera, no_camera, camera] + ([no_camera] if camera_cfg else [])
-    gate = torch.cat([torch.zeros(2 * b), torch.full((n_lora * b,), float(scale))]).to(noisy.device)
+    labels = [no_camera] * k + [camera] + ([no_camera] if camera_cfg else [])
+    gate = torch.cat([torch.zeros(k * b), torch.full((n_lora * b,), float(scale))]).to(x.device)
     embedding = ScaledEmbedding(guidance.camera_embedding, gate[:, None])
-    with guidance.lora.scaled(gate.to(lora_dtype)), class_embedding(unet, embedding):
-        out = guidance.run_unet(
-            unet, torch.cat([noisy] * rows), torch.cat([t] * rows), torch.cat([text] + [lora_text] * n_lora),
-            class_labels=torch.cat(labels),
-        )
-    pre, lora_out = out[: 2 * b], out[2 * b :]
-    eps = guidance.schedule.to_eps(pre, torch.cat([noisy] * 2), torch.cat([t] * 2))
-    eps_text, eps_uncond = eps.chunk(2)
-    eps_cfg = classifier_free_guidance(eps_text, eps_uncond, guidance.cfg_scale())
+    xs, ts = torch.cat([x] * rows), torch.cat([t] * rows)
+    with guidance.lora.scaled(gate.to(guidance.lora_compute_dtype())), class_embedding(unet, embedding):
+        out = guidance.run_unet(unet, xs, ts, torch.cat([embeddings] + [lora_text] * n_lora),
+                                class_labels=torch.cat(labels))
+    eps = guidance.schedule.to_eps(out[: k * b], xs[: k * b], ts[: k * b])
     to_eps = guidance.lora_schedule.to_eps
-    eps_cam = to_eps(lora_out[:b], noisy, t)
+    eps_cam = to_eps(out[k * b : (k + 1) * b], x, t)
     if not camera_cfg:
-        return eps_cfg, eps_cam
-    eps_nocam = to_eps(lora_out[b:], noisy, t)
-    return eps_cfg, classifier_free_guidance(eps_cam, eps_nocam, guidance.cfg.guidance_scale_lora)
+        return eps, eps_cam
+    eps_nocam = to_eps(out[(k + 1) * b :], x, t)
+    return eps, classifier_free_guidance(eps_cam, eps_nocam, guidance.cfg.guidance_scale_lora)

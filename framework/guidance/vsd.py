@@ -36,9 +36,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Steps
 from framework.errors import CheckpointError, ConfigError
+from framework.utils.paths import path_status
 from framework.guidance.acceleration import lora_in_activation_dtype
-from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
+from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
     build_camera_embedding,
@@ -47,7 +49,9 @@ from framework.guidance.camera_embedding import (
 )
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
-from framework.guidance.shared_batch import batched_shared_eps
+from framework.guidance.lora_fit import lora_fit
+from framework.guidance.shared_batch import batched_predict
+from framework.guidance.step import DistillationStep
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -66,9 +70,12 @@ class LoraModel:
 
 @registry.register("guidance", "stable-diffusion-vsd-guidance")
 class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
-    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``."""
+    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``, and every
+    ``lora_fit_every`` steps the ``lora_fit/*`` diagnostic (``lora_fit/ratio`` on the progress bar)."""
 
     loss_name = "vsd"
+    progress_bar_keys = ("lora_fit/ratio",)
+    sparse_keys = ("lora_fit/",)
 
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
@@ -80,12 +87,12 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Classifier-free guidance scale of the pretrained model (diffusers convention)."""
         guidance_scale_lora: float = 1.0
         """Camera CFG of the LoRA model, eps_nocam + s (eps_cam - eps_nocam); 1.0 runs the camera branch only."""
-        lora_scale: float = 1.0
+        lora_scale: NonNegativeFloat = 1.0
         """Strength of the learnt adaptation (LoRA update and camera embedding output) in every LoRA-model call:
         0 is exactly the base UNet, trained or not; 1 full; also per call (lora_scale=)."""
-        lora_rank: int = 4
+        lora_rank: PositiveInt = 4
         """LoRA rank r."""
-        lora_alpha: float = 4.0
+        lora_alpha: PositiveFloat = 4.0
         """LoRA alpha; the update is scaled by alpha / r."""
         lora_target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
         """Attention projections that get a LoRA (every attention layer, self and cross)."""
@@ -93,9 +100,9 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Folder written by save_lora to start the LoRA and camera embedding from; null: fresh (B = 0)."""
         lora_cfg_training: bool = True
         """Drop the camera condition per sample in LoRA training (teaches the no-camera prediction for camera CFG)."""
-        lora_camera_dropout: float = 0.1
+        lora_camera_dropout: Probability = 0.1
         """Per-sample probability of zeroing the camera condition when lora_cfg_training."""
-        lora_n_timestamp_samples: int = 1
+        lora_n_timestamp_samples: PositiveInt = 1
         """Timesteps drawn per latent for the LoRA loss."""
         lora_train_on_estimate: bool = False
         """Train the LoRA on the estimate's x_t and t: one LoRA forward serves both (t then in [min, max] step)."""
@@ -103,10 +110,17 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
+        lora_fit_every: Optional[Steps] = 100
+        """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; null: never. Make N a
+        multiple of trainer.log_every_n_steps so that every measurement is written."""
+        lora_fit_timesteps: List[NonNegativeInt] = field(default_factory=lambda: [100, 300, 500, 700, 900])
+        """The fixed timesteps of the LoRA-fit diagnostic."""
+        lora_fit_seed: NonNegativeInt = 0
+        """Seed of the diagnostic's fixed noise."""
         lora_half_precision: bool = False
         """LoRA matmuls in the frozen UNet's half precision from fp32 master weights (no fp32 casts); no-op on fp32."""
         batch_shared_unet_calls: bool = True
-        """Shared UNet: the pretrained CFG pair and the LoRA estimate as one batched call (LoRA, camera gated per row)."""
+        """Shared UNet: the pretrained predictions and the LoRA estimate as one batched call (LoRA, camera gated per row)."""
 
     cfg: Config
 
@@ -114,10 +128,6 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     def configure(self) -> None:
         super().configure()
         cfg = self.cfg
-        if cfg.lora_n_timestamp_samples < 1:
-            raise ConfigError(f"{self.key('lora_n_timestamp_samples')}: must be at least 1")
-        if not 0.0 <= cfg.lora_camera_dropout <= 1.0:
-            raise ConfigError(f"{self.key('lora_camera_dropout')}: {cfg.lora_camera_dropout} is not a probability")
         paths = cfg.pretrained_model_name_or_path, cfg.pretrained_model_name_or_path_lora
         shared = cfg.share_unet and _same_model(*paths)
         if shared:
@@ -150,12 +160,22 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         inject_lora(self.lora_model.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
         if cfg.lora_half_precision:
             lora_in_activation_dtype(self.lora_model.unet)
+        self._batch_with: Optional[DistillationStep] = None
+        self._call_lora_scale = cfg.lora_scale
         self.lora = LoraWeights(self.lora_model.unet)
         self.camera_embedding = build_camera_embedding(
             cfg.camera_condition_type, self.lora_model.unet.config, cfg.zero_init_camera_embedding
         )
         if cfg.lora_weights_path:
             self.load_lora(cfg.lora_weights_path)
+        n = self.lora_schedule.num_train_timesteps
+        bad = [t for t in cfg.lora_fit_timesteps if not 0 <= t < n]
+        if bad or not cfg.lora_fit_timesteps:
+            raise ConfigError(
+                f"{self.key('lora_fit_timesteps')}: {bad[0] if bad else 'an empty list'} is no timestep of the LoRA "
+                f"model (0 to {n - 1}); give a few timesteps such as [100, 300, 500, 700, 900]"
+            )
+        self._lora_fit_step = -1
 
     def frozen_modules(self) -> List[nn.Module]:
         return super().frozen_modules() + [self.lora_model.unet]
@@ -170,24 +190,46 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         # Shared UNet: the pretrained branch is the base model (adapters off; no class embedding outside LoRA calls).
         return self.lora.disabled() if self.lora_model.shared else contextlib.nullcontext()
 
-    def pretrained_eps(
-        self, step: DistillationStep, text_embeddings: Tensor, lora_scale: Optional[float] = None, **kwargs: Any
-    ) -> Tensor:
-        if not self.batches_shared_calls():
-            return super().pretrained_eps(step, text_embeddings)
-        lora_text, camera = self._lora_inputs(step)
-        eps_cfg, step.baseline_estimate = batched_shared_eps(
-            self, step.noisy_latents, step.t, text_embeddings, lora_text, camera, self._scale(lora_scale)
-        )
-        return eps_cfg
+    # ------------------------------------------------------------------------------- batched shared mode
+    def forward(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        self._call_lora_scale = self.cfg.lora_scale if kwargs.get("lora_scale") is None else float(kwargs["lora_scale"])
+        return super().forward(*args, **kwargs)
 
     def batches_shared_calls(self) -> bool:
-        """Whether the pretrained pair and the LoRA estimate run as one call (:mod:`framework.guidance.shared_batch`)."""
+        """Whether the pretrained predictions and the LoRA estimate run as one call (:mod:`.shared_batch`)."""
         return self.lora_model.shared and self.cfg.batch_shared_unet_calls and not self.cfg.lora_train_on_estimate
+
+    def pretrained_predictions(self, step: DistillationStep) -> None:
+        if not self.batches_shared_calls():
+            return super().pretrained_predictions(step)
+        self._batch_with = step  # the estimate rides along in this step's prediction call (predict below)
+        try:
+            super().pretrained_predictions(step)
+        finally:
+            self._batch_with = None
+
+    def predict(self, x: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        step, self._batch_with = self._batch_with, None
+        if step is None:
+            return super().predict(x, t, embeddings)
+        text, camera = self._lora_inputs(step)
+        eps, step.baseline = batched_predict(self, x, t, embeddings, text, camera, self._call_lora_scale)
+        return eps
 
     def lora_compute_dtype(self) -> torch.dtype:
         """The dtype of the LoRA update: the frozen UNet's with ``lora_half_precision``, else fp32 (its weights')."""
         return next(self.lora_model.unet.parameters()).dtype if self.cfg.lora_half_precision else torch.float32
+
+    def _lora_inputs(self, step: DistillationStep) -> Tuple[Tensor, Tensor]:
+        """The LoRA model's text (B, 77, C): the view-independent prompt; and camera condition (B, D)."""
+        b = step.latents.shape[0]
+        text = step.prompt_utils.get_text_embeddings(
+            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
+        )[:b]
+        camera = camera_condition(
+            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
+        ).to(step.latents.device)
+        return text, camera
 
     # ---------------------------------------------------------------------------------------- LoRA model
     def lora_forward(self, x: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
@@ -246,15 +288,23 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         return torch.rand(n, device=device) >= self.cfg.lora_camera_dropout
 
     # ------------------------------------------------------------------------------------------- the step
-    def baseline(
+    def update(
         self, step: DistillationStep, lora_scale: Optional[float] = None, **kwargs: Any
     ) -> Tuple[Tensor, Dict[str, Any]]:
-        scale = self._scale(lora_scale)
+        eps_phi, extra = self.estimate(step, lora_scale)
+        step.baseline = eps_phi
+        return step.eps_cfg - eps_phi, extra
+
+    def estimate(self, step: DistillationStep, lora_scale: Optional[float] = None) -> Tuple[Tensor, Dict[str, Any]]:
+        """``eps_phi`` at the step's ``x_t`` (no grad) and the LoRA loss (``loss_lora``, with the diagnostic)."""
+        scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
         b = step.latents.shape[0]
         text, camera = self._lora_inputs(step)
+        fit = self.lora_fit_due(step, text, camera, scale)
         if self.cfg.lora_train_on_estimate:
-            return self._estimate_and_train(step, text, camera, scale)
-        eps_phi = step.baseline_estimate
+            eps_phi, extra = self._estimate_and_train(step, text, camera, scale)
+            return eps_phi, {**extra, **fit}
+        eps_phi = step.baseline  # computed with the pretrained predictions in batched shared mode
         if eps_phi is None:
             with torch.no_grad():
                 eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
@@ -264,21 +314,18 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         noise = torch.randn_like(latents)
         keep = self._keep_camera(b * n, latents.device)
         loss_lora = self.lora_training_loss(latents, text.repeat(n, 1, 1), camera.repeat(n, 1), t, noise, keep, scale)
-        return eps_phi, {"loss_lora": loss_lora}
+        return eps_phi, {"loss_lora": loss_lora, **fit}
 
-    def _scale(self, lora_scale: Optional[float]) -> float:
-        return self.cfg.lora_scale if lora_scale is None else float(lora_scale)
-
-    def _lora_inputs(self, step: DistillationStep) -> Tuple[Tensor, Tensor]:
-        """The LoRA model's text (B, 77, C): the view-independent prompt; and camera condition (B, D)."""
-        b = step.latents.shape[0]
-        text = step.prompt_utils.get_text_embeddings(
-            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
-        )[:b]
-        camera = camera_condition(
-            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
-        ).to(step.latents.device)
-        return text, camera
+    def lora_fit_due(self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float) -> Dict[str, float]:
+        """The LoRA-fit diagnostic (:mod:`framework.guidance.lora_fit`) on this step's latents, once at steps
+        N-1, 2N-1, ... (N = ``lora_fit_every``, the steps Lightning writes logs at); an empty dict otherwise.
+        Measured before this step's LoRA update, on the latents this step trains on."""
+        every = self.cfg.lora_fit_every
+        if every is None or (self.global_step + 1) % every or self._lora_fit_step == self.global_step:
+            return {}
+        self._lora_fit_step = self.global_step
+        return lora_fit(self.lora_forward, self.lora_schedule, step.latents, text, camera,
+                        self.cfg.lora_fit_timesteps, scale, self.cfg.lora_fit_seed)
 
     def _estimate_and_train(
         self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float
@@ -321,7 +368,8 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     @torch.no_grad()
     def load_lora(self, directory: str | os.PathLike) -> None:
         """Load what :meth:`save_lora` wrote; a camera embedding of another condition type is an error."""
-        self.lora.load(directory)
+        path_status(directory, f"config error: {self.key('lora_weights_path')}: the folder")  # refused paths: one line
+        self.lora.load(directory, key=self.key)
         cam_path = Path(directory) / CAMERA_EMBEDDING_FILE
         if not cam_path.is_file():
             return
