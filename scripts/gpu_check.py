@@ -1,10 +1,11 @@
-"""The checks that need a GPU, as one command that prints one table (estimated 7-9 minutes on an H200; not yet run).
+"""The checks that need a GPU, as commands that print one table each (times below are estimates; not yet run).
 
-    python scripts/gpu_check.py                          # on a CUDA machine, every default section
-    python scripts/gpu_check.py --sections guidance training
-    python scripts/gpu_check.py --compile                # also torch.compile (reduce-overhead: CUDA graphs), minutes more
+    python scripts/gpu_check.py                          # renderer .. stages: about 8 minutes on an H200
+    python scripts/gpu_check.py --sections recipes       # every recipe's peak memory: about 10 minutes
+    python scripts/gpu_check.py --compile --sections compile   # torch.compile (reduce-overhead: CUDA graphs)
     python scripts/gpu_check.py --dry-run                # the same steps on CPU with the tiny model and small sizes
 
+A command may run at most 10 minutes on a lent machine, so the recipes and compile sections are their own runs.
 Sections (``SECTIONS``; each adds rows ``| section | check | value |``, printed as they come and as one table at the end;
 ``--json`` also writes them):
 
@@ -21,9 +22,10 @@ Sections (``SECTIONS``; each adds rows ``| section | check | value |``, printed 
 * ``training``: ``configs/vsd.yaml`` at 64x64 (the full recipe otherwise) for ``--train-steps`` steps, switches off
   (the defaults) and on: steps per second in the training loop (against 3.2 measured before the switches) and peak
   memory, each run in its own process.
-* ``recipes``: the peak GPU memory of every real-model recipe (the figure each YAML header states):
-  ``prolificdreamer.yaml`` at 64x64 and 512x512, ``dreamfusion-sd.yaml`` (SD 1.5-shaped), ``sds-image.yaml``,
-  ``vsd-image.yaml``; a few training steps, a validation and a one-view test each, in its own process.
+* ``recipes``: the peak GPU memory of every real-model recipe in configs/ (the figure each YAML header states), each
+  3D recipe at each of its training resolutions (``prolificdreamer.yaml`` at 64x64 and 512x512, ...), SD 1.5-shaped
+  models for SD 1.5 recipes; three training steps, a validation and a one-view test each, in its own process (about
+  40 s each: run this section on its own, ``--sections recipes``, or pick files with ``--recipes``).
 * ``stages``: a training step of ``prolificdreamer-geometry.yaml`` and ``prolificdreamer-texture.yaml`` as written
   (512x512, DMTet grid 128) from a sphere: ms per step and peak memory (``lab/stage_checks.py``).
 * ``compile`` (with ``--compile``): the guidance step and the vsd.yaml training loop with ``compile_unets:
@@ -329,26 +331,56 @@ def training_section(ctx: Context) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- recipes
+STAGE_RECIPES = {"prolificdreamer-geometry.yaml", "prolificdreamer-texture.yaml"}  # measured by the stages section
+
+
+def _stages(value: Any) -> List[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
 def recipe_runs(ctx: Context) -> List[Tuple[str, str, List[str]]]:
-    base, lora, sd15 = ctx.model("sd21-base"), ctx.model("sd21-v"), ctx.model("sd15")
-    views = ["data.n_val_views=1", "data.n_test_views=1"]
-    hi = ["data.height=512", "data.width=512", "data.batch_size=1", "data.resolution_milestones=[]"]
-    small3d, small2d = (SMALL_3D, SMALL_IMAGE) if ctx.dry_run else ([], [])
-    return [
-        ("prolificdreamer.yaml 64x64 (steps < 5000)", "prolificdreamer.yaml",
-         model_overrides(ctx, base, lora) + ["data.height=64", "data.width=64", "data.batch_size=1",
-                                              "data.resolution_milestones=[]"]
-         + views + small3d),
-        ("prolificdreamer.yaml 512x512 (steps >= 5000)", "prolificdreamer.yaml",
-         model_overrides(ctx, base, lora) + hi + views + small3d),
-        ("dreamfusion-sd.yaml (SD 1.5-shaped)", "dreamfusion-sd.yaml", model_overrides(ctx, sd15) + views + small3d),
-        ("sds-image.yaml", "sds-image.yaml", model_overrides(ctx, base) + small2d),
-        ("vsd-image.yaml", "vsd-image.yaml", model_overrides(ctx, base) + small2d),
-    ]
+    """(label, recipe, overrides) for every real-model recipe in configs/ (not toy/, not the stage recipes): each
+    3D recipe at each of its training resolutions, with SD-shaped models of its family in place of the Hub ids."""
+    import yaml
+
+    runs = []
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        if path.is_symlink() or path.name in STAGE_RECIPES:  # vsd.yaml is prolificdreamer.yaml
+            continue
+        if ctx.args.recipes and path.name not in ctx.args.recipes:
+            continue
+        cfg = yaml.safe_load(path.read_text())
+        system = cfg.get("system") or {}
+        if "prompt_processor" not in system:
+            continue
+        named = str(system["prompt_processor"].get("pretrained_model_name_or_path", ""))
+        base = ctx.model("sd15" if "v1-5" in named else "sd21-base")
+        lora_named = (system.get("guidance") or {}).get("pretrained_model_name_or_path_lora")
+        lora = None
+        if lora_named is not None and "${" not in str(lora_named):
+            lora = base if lora_named == system["guidance"].get("pretrained_model_name_or_path") else ctx.model("sd21-v")
+        overrides = model_overrides(ctx, base, lora)
+        if cfg.get("system_type") == "text-to-image-system":
+            runs.append((path.name, path.name, overrides + (SMALL_IMAGE if ctx.dry_run else [])))
+            continue
+        data = cfg.get("data") or {}
+        heights, widths = _stages(data.get("height", 64)), _stages(data.get("width", 64))
+        batches = _stages(data.get("batch_size", 1))
+        seen = set()
+        for i in range(max(len(heights), len(widths))):
+            h, w = heights[min(i, len(heights) - 1)], widths[min(i, len(widths) - 1)]
+            bs = batches[min(i, len(batches) - 1)]
+            if (h, w, bs) in seen:
+                continue
+            seen.add((h, w, bs))
+            stage = [f"data.height={h}", f"data.width={w}", f"data.batch_size={bs}", "data.resolution_milestones=[]",
+                     "data.n_val_views=1", "data.n_test_views=1"]
+            runs.append((f"{path.name} {w}x{h}", path.name, overrides + stage + (SMALL_3D if ctx.dry_run else [])))
+    return runs
 
 
 def recipes_section(ctx: Context) -> None:
-    steps = 1 if ctx.dry_run else 5
+    steps = 1 if ctx.dry_run else 3
     for i, (label, recipe, overrides) in enumerate(recipe_runs(ctx)):
         r = run_recipe(ctx, f"recipe-{i}", recipe, overrides, steps)
         if r["status"] != "ok":
@@ -394,7 +426,7 @@ SECTIONS: List[Tuple[str, Callable[[Context], None]]] = [
     ("stages", stages_section),
     ("compile", compile_section),
 ]
-DEFAULT_OFF = {"compile"}  # sections that run only when asked for (--compile or --sections)
+DEFAULT_OFF = {"compile", "recipes"}  # sections that run only when asked for (--compile, --sections)
 
 
 def print_table(rows: List[Row]) -> None:
@@ -408,12 +440,14 @@ def print_table(rows: List[Row]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny model, small sizes (checks the script itself)")
-    p.add_argument("--sections", nargs="*", choices=[s for s, _ in SECTIONS], help="default: all but compile")
+    p.add_argument("--sections", nargs="*", choices=[s for s, _ in SECTIONS],
+                   help="default: all but compile and recipes (each its own run: they take minutes)")
     p.add_argument("--skip", nargs="*", default=[], choices=[s for s, _ in SECTIONS])
     p.add_argument("--compile", action="store_true", help="also the compile section (several minutes of compiling)")
     p.add_argument("--guidance-steps", type=int, default=20)
     p.add_argument("--train-steps", type=int, default=60)
     p.add_argument("--recipe-timeout", type=int, default=300, help="seconds per launched run")
+    p.add_argument("--recipes", nargs="*", default=[], help="recipes section: only these configs/ files (default all)")
     p.add_argument("--work-dir", default=None)
     p.add_argument("--json", default=None, help="also write the rows to this file (updated after every row)")
     p.add_argument("--recipe-worker", help=argparse.SUPPRESS)
@@ -429,6 +463,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.dry_run else "cuda")
     ctx = Context(device, args.dry_run, work, args)
     chosen = args.sections or [s for s, _ in SECTIONS if s not in DEFAULT_OFF or (s == "compile" and args.compile)]
+    if args.recipes and "recipes" not in chosen:
+        chosen.append("recipes")
     ctx.emit("device", "name", torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
     ctx.emit("device", "torch", torch.__version__)
     for name, fn in SECTIONS:

@@ -43,12 +43,19 @@ def test_gpu_check_dry_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gpu_check_dry_run_recipes(tmp_path, capsys):
-    """The recipes section: every real-model recipe trained a step on the tiny model (about 1 minute)."""
+    """The recipes section: every real-model recipe of configs/ trained a step on the tiny model at each of its
+    training resolutions (about 1-2 minutes)."""
     assert gpu_check().main(["--dry-run", "--sections", "recipes", "--work-dir", str(tmp_path)]) == 0
     rows = checks(capsys.readouterr().out)
-    for label in ["prolificdreamer.yaml 64x64 (steps < 5000)", "prolificdreamer.yaml 512x512 (steps >= 5000)",
-                  "dreamfusion-sd.yaml (SD 1.5-shaped)", "sds-image.yaml", "vsd-image.yaml"]:
-        assert rows[f"{label}: peak memory"] == "n/a (cpu)", label
+    recipe_rows = {c: v for c, v in rows.items() if c.endswith(": peak memory")}
+    for label in ["prolificdreamer.yaml 64x64", "prolificdreamer.yaml 512x512", "dreamfusion-sd.yaml 64x64",
+                  "sds-image.yaml", "vsd-image.yaml"]:
+        assert recipe_rows[f"{label}: peak memory"] == "n/a (cpu)", label
+    named = {c.split(" ")[0].rstrip(":") for c in recipe_rows}
+    real = {p.name for p in (REPO_ROOT / "configs").glob("*.yaml") if "prompt_processor" in p.read_text()
+            and not p.is_symlink()} - gpu_check().STAGE_RECIPES
+    assert named == real  # every real-model recipe, once (vsd.yaml is prolificdreamer.yaml)
+    assert all(v == "n/a (cpu)" for v in recipe_rows.values())
 
 
 def test_gpu_check_refuses_to_run_without_cuda(capsys, monkeypatch):

@@ -1,4 +1,4 @@
-"""VSD's pretrained CFG pair and LoRA estimate as one UNet call, when one UNet serves both (shared mode).
+"""VSD's pretrained predictions and LoRA estimate as one UNet call, when one UNet serves both (shared mode).
 
 In shared mode the pretrained prediction is the LoRA UNet with the LoRA switched off and no camera embedding, and the
 estimate ``eps_phi`` is the same UNet with both on. Both are evaluated at the same ``x_t`` and ``t`` without grad, so
@@ -10,8 +10,8 @@ they can share a batch:
     kB .. (k+1)B  x_t   t   cond (view-independent)        lora_scale      lora_scale x emb(camera)
     then B more   x_t   t   cond (view-independent)        lora_scale      lora_scale x emb(0)  (camera CFG only)
 
-The LoRA strength is per sample (PEFT's ``scaling`` as a (4B, 1, 1) tensor, :meth:`LoraWeights.scaled`) and so is the
-camera embedding's output (``ScaledEmbedding`` with a (4B, 1) factor). A zero factor adds an exact zero: the
+The LoRA strength is per row (PEFT's ``scaling`` as a (rows, 1, 1) tensor, :meth:`LoraWeights.scaled`) and so is the
+camera embedding's output (``ScaledEmbedding`` with a (rows, 1) factor). A zero factor adds an exact zero: the
 pretrained rows compute exactly what the pretrained UNet computes (the LoRA update and the camera embedding are
 evaluated and multiplied by 0, so finite LoRA and camera weights are assumed, as everywhere). Rows are independent
 in every UNet layer (convolutions, group norms and attention act per sample), so the result equals the separate
