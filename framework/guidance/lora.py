@@ -83,16 +83,24 @@ class LoraWeights(nn.Module):
         self.peft_config = unet.peft_config[adapter_name]
 
     @contextmanager
-    def scaled(self, scale: float) -> Iterator[None]:
+    def scaled(self, scale: float | Tensor) -> Iterator[None]:
         """Run the UNet with the LoRA update multiplied by ``scale`` (0: exactly the base model; 1: full strength).
 
-        The original scaling ``alpha / r`` is restored exactly afterwards (no multiply-divide round trip).
+        ``scale`` may be a (B,) tensor: one strength per sample of the batch (PEFT multiplies each projection's
+        (B, N, C) update by its ``scaling``, which then broadcasts as (B, 1, 1)). The original scaling ``alpha / r``
+        is restored exactly afterwards (no multiply-divide round trip).
         """
-        if scale == 1.0:
+        if isinstance(scale, Tensor):
+            scale = scale.view(-1, 1, 1)
+        elif scale == 1.0:
             yield
             return
+        scaled = {}  # one product per distinct alpha / r (usually one for all layers)
         for name, layer in self._tuners.items():
-            layer.scaling[self.adapter_name] = self._base_scaling[name] * scale
+            base = self._base_scaling[name]
+            if base not in scaled:
+                scaled[base] = base * scale
+            layer.scaling[self.adapter_name] = scaled[base]
         try:
             yield
         finally:

