@@ -80,7 +80,8 @@ def evaluate_trial(
     for batch in torch.utils.data.DataLoader(datamodule.test_dataset(), batch_size=None):
         out = system.render(system.particles[0], batch)
         # a geometry-stage render has no colour: score its silhouette alone
-        preds.append(out["comp_rgb"].cpu() if "comp_rgb" in out else torch.full(out["opacity"].shape[:3] + (3,), math.nan))
+        no_colour = torch.full(out["opacity"].shape[:3] + (3,), math.nan)
+        preds.append(out["comp_rgb"].cpu() if "comp_rgb" in out else no_colour)
         opacities.append(out["opacity"][..., 0].cpu())
         rgb, cover = ground_truth(shape, colour, batch)
         gts.append(rgb)

@@ -5,9 +5,9 @@ into ``loss_<x>`` terms (``loss_sds``; or ``loss_vsd`` and ``loss_lora``); the r
 ``systems/regularizers.py`` add theirs. Systems with stages (ProlificDreamer) train the whole scene (``coarse``), a
 surface from its rendered normals (``geometry``: the guidance sees ``comp_normal``, the mesh regularisers apply) or the
 colour of a fixed surface (``texture``); a later stage starts from an earlier run's geometry through
-``geometry_convert_from`` (``systems/geometry_convert.py``). With ``n_particles > 1`` the system holds that many independent scenes
-(ProlificDreamer's particles); one is rendered and updated per step, in turn, and all share the guidance (for VSD, one
-``unet_lora`` learns the score of all of them).
+``geometry_convert_from`` (``systems/geometry_convert.py``). With ``n_particles > 1`` the system holds that many
+independent scenes (ProlificDreamer's particles); one is rendered and updated per step, in turn, and all share the
+guidance (for VSD, one ``unet_lora`` learns the score of all of them).
 
 Module paths of the optimizer's parameter groups are threestudio's (``geometry.encoding``, ``background``,
 ``guidance``); with several particles a path names that module in every particle.

@@ -347,5 +347,5 @@ def test_conversion_between_grids_copies_surface_and_optionally_texture():
     fresh = grid.create_from(source, {"isosurface_resolution": 32, "pos_encoding_config": SMALL_GRID})
     with torch.no_grad():
         assert not torch.equal(fresh(p)["features"], source(p)["features"])
-    with pytest.raises(ConfigError, match="system.geometry.isosurface_resolution: the converted grid has resolution 32"):
+    with pytest.raises(ConfigError, match="system.geometry.isosurface_resolution: the converted grid has resolution"):
         grid.create_from(source, {"isosurface_resolution": 16})

@@ -88,7 +88,7 @@ def test_bad_sources_get_one_line_naming_the_key(tmp_path):
     image = stage1_trial(tmp_path, name="image", system_type="text-to-image-system")
     state = {"state_dict": {"particles": torch.zeros(2)}, "framework": {"system_type": "text-to-image-system"}}
     torch.save(state, image / "ckpts" / "last.ckpt")
-    with pytest.raises(UserError, match="system.geometry_convert_from: .* written by text-to-image-system, which has no 3D"):
+    with pytest.raises(UserError, match="system.geometry_convert_from: .* by text-to-image-system, which has no 3D"):
         convert_geometries(system_cfg(image / "ckpts" / "last.ckpt"), 1)
     trial = stage1_trial(tmp_path)
     with pytest.raises(ConfigError, match="system.n_particles: 3 particles, but .* holds 1"):

@@ -97,7 +97,12 @@ class BaseGeometry(BaseModule):
 
     @classmethod
     def create_from(
-        cls, other: "BaseGeometry", cfg: Any = None, prefix: str = "system.geometry", copy_net: bool = False, **kwargs: Any
+        cls,
+        other: "BaseGeometry",
+        cfg: Any = None,
+        prefix: str = "system.geometry",
+        copy_net: bool = False,
+        **kwargs: Any,
     ) -> "BaseGeometry":
         """A geometry of this type configured by ``cfg`` and initialised from ``other`` (a conversion between stages,
         ``system.geometry_convert_from``); ``copy_net`` also takes ``other``'s texture field. None by default."""
@@ -223,7 +228,8 @@ class BaseImplicitGeometry(BaseGeometry):
             if mesh.n_faces > 0:
                 vmin, vmax = mesh.v_pos.amin(dim=0).to(self.bbox), mesh.v_pos.amax(dim=0).to(self.bbox)
                 margin = (vmax - vmin) * 0.1
-                tight = torch.stack([torch.maximum(vmin - margin, self.bbox[0]), torch.minimum(vmax + margin, self.bbox[1])])
+                low = torch.maximum(vmin - margin, self.bbox[0])
+                tight = torch.stack([low, torch.minimum(vmax + margin, self.bbox[1])])
                 iso = self._isosurface(tight)
         if self.cfg.isosurface_remove_outliers:
             iso = iso._replace(mesh=iso.mesh.remove_small_components(self.cfg.isosurface_outlier_n_faces_threshold))

@@ -84,7 +84,7 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
         super().configure(**kwargs)
         cfg = self.cfg
         if cfg.n_input_dims != 3:
-            raise ConfigError(f"config error: {self.key('n_input_dims')}: only 3-D points are supported, got {cfg.n_input_dims}")
+            raise self.config_error("n_input_dims", f"only 3-D points are supported, got {cfg.n_input_dims}")
         self.register_buffer("isosurface_bbox", self.bbox.clone())
         unit, tets = tet_grid(cfg.isosurface_resolution)
         self.register_buffer("grid_vertices", unit, persistent=False)  # (V, 3) in [0, 1]^3, shared by the cache
