@@ -200,6 +200,9 @@ class PromptProcessor(BaseObject):
             negative_prompt=self.negative_prompt,
             prompts_vd=list(self.prompts_vd),
         )
+        from framework.prompt_processors.vocabulary import warn_unknown_prompts
+
+        warn_unknown_prompts(self)  # a model folder may list the prompts it knows (known_prompts.json)
 
     def __call__(self) -> PromptProcessorOutput:
         return self.output
