@@ -1,88 +1,30 @@
-"""Score finished toy text-to-3D runs against their ground-truth primitives (metrics: lab/toy/evaluate.py).
+"""Score finished toy text-to-3D runs against their ground-truth primitives (lab/toy/trial.py, lab/toy/evaluate.py).
 
     python scripts/evaluate_toy.py outputs/toy-vsd/a_red_cube@20261126-101500 [more trial folders]
 
-Prints one markdown row per trial: silhouette IoU on the test orbit (higher is better), mean colour error (lower is
-better) and the best IoU another primitive reaches on the same views (the scale of a wrong answer).
+Prints one markdown row per trial and particle: silhouette IoU on the test orbit (higher is better), mean colour
+error (lower is better), the best IoU another primitive reaches on the same views (the scale of a wrong answer), the
+colour most views are judged to have, and the mean saturation of the covered pixels.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Dict, Optional
-
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from framework.errors import UserError  # noqa: E402
 
 
-def _latest_checkpoint(trial: Path) -> Path:
-    last = trial / "ckpts" / "last.ckpt"
-    if last.is_file():
-        return last
-    ckpts = sorted((trial / "ckpts").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not ckpts:
-        raise UserError(f"no checkpoint in {trial / 'ckpts'}; train the run first or pass --ckpt")
-    return ckpts[-1]
+def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optional[int] = None,
+                   particle: Optional[int] = 0) -> Dict[str, float]:
+    """Scores of the trial folder ``trial`` on its test orbit (``lab.toy.trial.evaluate_trial``)."""
+    from lab.toy.trial import evaluate_trial as evaluate
 
-
-@torch.no_grad()
-def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optional[int] = None) -> Dict[str, float]:
-    """Scores of the trial folder ``trial`` (its ``configs/parsed.yaml`` and checkpoint) on its test orbit."""
-    import launch
-    from framework import registry
-    from framework.experiment import load_experiment
-    from lab.toy.dataset import parse_prompt
-    from lab.toy.evaluate import ground_truth, scores
-    from lab.toy.scenes import SHAPES
-
-    trial = Path(trial)
-    config = trial / "configs" / "parsed.yaml"
-    if not config.is_file():
-        raise UserError(f"{trial} is not a trial folder (no configs/parsed.yaml); give a folder a toy run wrote")
-    launch.import_modules()
-    from omegaconf import OmegaConf
-
-    exp, cfg, _ = load_experiment(str(config), [f"data.n_test_views={n_views}"] if n_views else [])
-    ckpt_path = Path(ckpt) if ckpt else _latest_checkpoint(trial)
-    if not ckpt_path.is_file():
-        raise UserError(f"--ckpt {ckpt_path}: no such checkpoint file; give a .ckpt from the trial's ckpts/ folder")
-    try:
-        colour, shape = parse_prompt(str(OmegaConf.select(cfg, "system.prompt_processor.prompt", default="")))
-    except KeyError as e:
-        raise UserError(str(e.args[0])) from None
-    datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
-    system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
-    if not hasattr(system, "renderer"):
-        raise UserError(f"{trial} was trained by {exp.system_type}, which renders no 3D scene; score text-to-3D "
-                        "trials (configs/toy/vsd.yaml, configs/toy/sds.yaml)")
-    system.load_for_eval(str(ckpt_path))
-    system.eval()
-    preds, opacities, gts, covers, batches = [], [], [], [], []
-    for batch in torch.utils.data.DataLoader(datamodule.test_dataset(), batch_size=None):
-        out = system.renderer(**batch)
-        preds.append(out["comp_rgb"].cpu())
-        opacities.append(out["opacity"][..., 0].cpu())
-        rgb, cover = ground_truth(shape, colour, batch)
-        gts.append(rgb)
-        covers.append(cover)
-        batches.append(batch)
-    pred, opacity, gt, cover = (torch.cat(x) for x in (preds, opacities, gts, covers))
-    result = scores(pred, opacity, gt, cover)
-    others = []
-    for other in SHAPES:
-        if other != shape:
-            other_cover = torch.cat([ground_truth(other, colour, b)[1] for b in batches])
-            others.append(scores(gt, other_cover, gt, cover)["iou"])
-    result["reference_iou"] = max(others)
-    result["views"] = float(pred.shape[0])
-    result["step"] = float(getattr(system, "_loaded_step", math.nan))
-    return result
+    return evaluate(trial, ckpt, n_views, particle)
 
 
 def main(argv=None) -> int:
@@ -91,13 +33,14 @@ def main(argv=None) -> int:
     p.add_argument("--ckpt", default=None, help="checkpoint to score (default: the trial's last.ckpt)")
     p.add_argument("--views", type=int, default=None, help="test-orbit views (default: the trial's n_test_views)")
     args = p.parse_args(argv)
-    print("| trial | IoU | colour error | other shapes' best IoU |")
-    print("| --- | --- | --- | --- |")
+    print("| trial | particle | IoU | colour error | other shapes' best IoU | colour | saturation |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     try:
         for trial in args.trials:
-            s = evaluate_trial(trial, args.ckpt, args.views)
-            print(f"| {Path(trial).parent.name}/{Path(trial).name} | {s['iou']:.3f} | {s['colour_error']:.3f} | "
-                  f"{s['reference_iou']:.3f} |", flush=True)
+            for k, s in enumerate(evaluate_trial(trial, args.ckpt, args.views, particle=None)):
+                print(f"| {Path(trial).parent.name}/{Path(trial).name} | {k} | {s['iou']:.3f} | "
+                      f"{s['colour_error']:.3f} | {s['reference_iou']:.3f} | {s['colour']} | "
+                      f"{s['saturation']:.2f} |", flush=True)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
