@@ -91,23 +91,31 @@ def check_extras(extras: Sequence[str], parser: argparse.ArgumentParser) -> None
             raise UserError(f"unknown flag '{item}'{hint}; flags: {', '.join(sorted(flags))}")
 
 
+def command_line(argv: Sequence[str], resume: Optional[str] = None) -> str:
+    """The shell command that reruns ``argv`` (``["launch.py", ...]``) from the current folder, every argument
+    quoted (``shlex.quote``): a prompt with spaces, quotes or ``$(...)`` comes back as the same one argument and is
+    never executed. With ``resume``, any ``resume=`` argument is replaced by ``resume=<resume>``."""
+    import shlex
+
+    args = list(argv)
+    if resume is not None:
+        args = [a for a in args if not a.lstrip("+").startswith("resume=")] + [f"resume={resume}"]
+    return f"cd {shlex.quote(os.getcwd())} && python {shlex.join(args)}"
+
+
 def make_trial_dir(trial: Path, cfg, config_path: Path, argv: Sequence[str]) -> None:
-    """Create the trial folder with its configs and command; never reuse an existing one."""
+    """Fill the (empty, just reserved) trial folder with its configs and the command that reruns it."""
     from omegaconf import OmegaConf
 
     from framework.errors import UserError
 
-    if trial.exists():
-        raise UserError(
-            f"trial folder {trial} exists already and is never overwritten; set use_timestamp=true or another tag"
-        )
     try:
         (trial / "configs").mkdir(parents=True)
         (trial / "ckpts").mkdir()
         (trial / "save").mkdir()
         OmegaConf.save(cfg, trial / "configs" / "parsed.yaml", resolve=True)
         shutil.copyfile(config_path, trial / "configs" / "raw.yaml")
-        (trial / "cmd.txt").write_text("python " + " ".join(argv) + "\n")
+        (trial / "cmd.txt").write_text(command_line(argv) + "\n")
     except OSError as e:
         raise UserError(
             f"cannot write the trial folder {trial}: {e.strerror or e}; set exp_root_dir=<a writable folder>"
@@ -118,15 +126,13 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     from framework import registry
     from framework.errors import UserError
-    from framework.experiment import load_experiment, trial_dir
-    from framework.utils.checkpoint import check_system, load_checkpoint
+    from framework.experiment import load_experiment, release_trial_dir, reserve_trial_dir
+    from framework.utils.checkpoint import check_system, load_checkpoint, remove_stale_temporaries
     from framework.utils.seeding import seed_all
-    from systems.fault_tolerance import InterruptCheckpoint
-    from systems.preflight import build_lightning, check_argument_types, check_output_space, check_resume
+    from systems.preflight import check_argument_types, check_checkpoint_filename, check_resume
 
     mode = next((m for m in MODES if getattr(args, m)), None)
     if args.config is None or mode is None:
@@ -138,10 +144,11 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
         "%Y%m%d-%H%M%S"
     )
 
-    resume_data = None
+    resume_data = resume_step = None
     if exp.resume:
         resume_data = load_checkpoint(exp.resume, "resume")
         check_system(resume_data, exp.system_type, exp.resume)
+        resume_step = int(resume_data.get("global_step", 0))
     elif mode in ("test", "export", "validate") and rank_zero():
         print(f"warning: --{mode} without resume=<ckpt>: using freshly initialised weights", file=sys.stderr)
 
@@ -165,48 +172,36 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     datamodule = registry.find("data", exp.data_type)(exp.data, seed=exp.seed)
     system = registry.find("system", exp.system_type)(exp.system, seed=exp.seed)
     if resume_data is not None:
-        check_resume(system, resume_data, exp.resume, mode)  # what Lightning would fail on with a traceback
+        # what Lightning would fail on with a traceback, or would silently keep from the checkpoint
+        check_resume(system, resume_data, exp.resume, mode, exp.trainer.get("max_steps"))
         resume_data = None
 
-    trial = trial_dir(exp)
-    trainer = interrupt = None
-    if mode != "export":  # built before the trial folder: Lightning's checks of the values leave nothing behind
-        def source(key: str) -> str:  # where a trainer/checkpoint value came from, for messages
-            given = [e.split("=", 1)[0].lstrip("+") for e in extras]
-            return f"the command-line override '{key}=...'" if key in given else str(config_path)
+    def source(key: str) -> str:  # where a trainer/checkpoint value came from, for messages
+        given = [e.split("=", 1)[0].lstrip("+") for e in extras]
+        return f"the command-line override '{key}=...'" if key in given else str(config_path)
 
+    if mode != "export":
         check_argument_types(pl.Trainer.__init__, exp.trainer, "trainer", source)
         check_argument_types(ModelCheckpoint.__init__, exp.checkpoint, "checkpoint", source)
-        interrupt = InterruptCheckpoint(trial / "ckpts")
-        checkpoints = build_lightning(
-            "checkpoint",
-            lambda: ModelCheckpoint(dirpath=str(trial / "ckpts"), **exp.checkpoint),
-            exp.checkpoint,
-        )
-        loggers = [
-            TensorBoardLogger(str(trial), name="tb_logs", version=""),
-            CSVLogger(str(trial), name="csv_logs", version=""),
-        ]
-        trainer = build_lightning(
-            "trainer",
-            lambda: pl.Trainer(
-                accelerator=accelerator,
-                devices=n_dev,
-                strategy=strategy,
-                callbacks=[checkpoints, interrupt] if mode == "train" else [],
-                logger=loggers,
-                default_root_dir=str(trial),
-                use_distributed_sampler=False,
-                # analytic normals need autograd in validation and test (threestudio does the same)
-                **{"inference_mode": False, **exp.trainer},
-            ),
-            exp.trainer,
-        )
-    if mode == "train":
-        system.configure_optimizers()  # optimizer and scheduler arguments fail here, not at the first step
+        check_checkpoint_filename(exp.checkpoint, source)
+
+    # The trial folder is claimed now (unique even for runs started in the same second) and released again if the
+    # run stops before writing into it; what follows is built with its final path.
     if rank_zero():
-        check_output_space(trial, system, checkpoints=2 if mode == "train" else 0)
-        make_trial_dir(trial, cfg, config_path, argv)
+        trial, created = reserve_trial_dir(exp, resume_step)
+        if n_proc > 1:
+            os.environ["FRAMEWORK_TRIAL_DIR"] = str(trial)  # the DDP children share it
+        if exp.resume:
+            remove_stale_temporaries(Path(exp.resume).parent)  # left by a process killed while saving
+    else:
+        trial, created = Path(os.environ["FRAMEWORK_TRIAL_DIR"]), []
+    try:
+        trainer, interrupt = _build_and_fill(
+            mode, exp, cfg, config_path, argv, system, trial, accelerator, n_dev, strategy
+        )
+    except BaseException:
+        release_trial_dir(created)
+        raise
     system.set_save_dir(trial / "save")
 
     if mode == "export":
@@ -217,7 +212,7 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
         return 0
 
     if mode == "train":
-        code = fit(trainer, system, datamodule, exp.resume, interrupt, trial)
+        code = fit(trainer, system, datamodule, exp.resume, interrupt, trial, argv)
         if code is not None:
             return code
         trainer.test(system, datamodule=datamodule)
@@ -230,7 +225,58 @@ def run(args: argparse.Namespace, extras: Sequence[str], argv: Sequence[str]) ->
     return 0
 
 
-def fit(trainer, system, datamodule, resume: Optional[str], interrupt, trial: Path) -> Optional[int]:
+def _build_and_fill(mode, exp, cfg, config_path, argv, system, trial, accelerator, n_dev, strategy):
+    """Build the Lightning objects (their checks of the values fail before anything is written), check the output
+    space, then write the trial folder's configs and command. Returns ``(trainer, interrupt)``."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from systems.atomic_checkpoint import AtomicCheckpointIO
+    from systems.fault_tolerance import InterruptCheckpoint
+    from systems.loggers import extra_loggers
+    from systems.preflight import build_lightning, check_output_space
+
+    trainer = interrupt = None
+    if mode != "export":
+        interrupt = InterruptCheckpoint(trial / "ckpts")
+        checkpoints = build_lightning(
+            "checkpoint",
+            lambda: ModelCheckpoint(dirpath=str(trial / "ckpts"), **exp.checkpoint),
+            exp.checkpoint,
+        )
+        loggers = [
+            TensorBoardLogger(str(trial), name="tb_logs", version=""),
+            CSVLogger(str(trial), name="csv_logs", version=""),
+            *extra_loggers(system.cfg.loggers, trial, system.key("loggers")),
+        ]
+        trainer = build_lightning(
+            "trainer",
+            lambda: pl.Trainer(
+                accelerator=accelerator,
+                devices=n_dev,
+                strategy=strategy,
+                callbacks=[checkpoints, interrupt] if mode == "train" else [],
+                logger=loggers,
+                default_root_dir=str(trial),
+                use_distributed_sampler=False,
+                plugins=[AtomicCheckpointIO()],
+                # analytic normals need autograd in validation and test (threestudio does the same)
+                **{"inference_mode": False, **exp.trainer},
+            ),
+            exp.trainer,
+        )
+    if mode == "train":
+        system.configure_optimizers()  # optimizer and scheduler arguments fail here, not at the first step
+    if rank_zero():
+        check_output_space(trial, system, checkpoints=2 if mode == "train" else 0)
+        make_trial_dir(trial, cfg, config_path, argv)
+    return trainer, interrupt
+
+
+def fit(
+    trainer, system, datamodule, resume: Optional[str], interrupt, trial: Path, argv: Sequence[str] = ()
+) -> Optional[int]:
     """``trainer.fit``; a run stopped by SIGINT/SIGTERM returns its exit status (128 + signal), else None."""
     import errno
     import signal
@@ -244,7 +290,7 @@ def fit(trainer, system, datamodule, resume: Optional[str], interrupt, trial: Pa
         trainer.fit(system, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     except TrainingInterrupted as e:
         if rank_zero():
-            print(e, file=sys.stderr)
+            print(f"{e}; the whole command: {command_line(argv, str(e.paths[0]))}", file=sys.stderr)
         return e.exit_status
     except SIGTERMException:  # Lightning's handler, while the fit was set up (sanity check): nothing to save
         if rank_zero():
@@ -307,6 +353,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A path the OS refuses, met by a library that does not name it: still the user's input, still one line.
+        import errno
+
+        if args.debug or e.errno not in (errno.ENAMETOOLONG, errno.ELOOP):
+            raise
+        name = str(e.filename or "")
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]} ({len(name)} characters)"
+        print(f"error: the path '{shown}' cannot be used: {e.strerror}; give a shorter path", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside training (while loading, building, exporting): nothing to save
         if args.debug:

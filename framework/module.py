@@ -7,7 +7,8 @@ from typing import Any
 
 import torch.nn as nn
 
-from framework.config import parse_structured
+from framework.config import config_error, config_key, parse_structured
+from framework.errors import ConfigError
 
 
 class Configurable:
@@ -24,9 +25,16 @@ class Configurable:
         self.cfg = parse_structured(self.Config, cfg, prefix)
 
     def key(self, field: str) -> str:
-        """The full dotted config key of one of this module's fields (``system.guidance.guidance_scale``), for errors."""
-        prefix = getattr(self, "_prefix", "")
-        return f"{prefix}.{field}" if prefix else field
+        """The full dotted config key of one of this module's fields (``system.guidance.guidance_scale``), for errors.
+
+        The one way a module names its keys: the prefix is the module's place in the whole config, given by whoever
+        builds it (``system.geometry``), never typed inside the module.
+        """
+        return config_key(getattr(self, "_prefix", ""), field)
+
+    def config_error(self, field: str, message: str) -> ConfigError:
+        """The one-line error of one of this module's fields: ``config error: <full dotted key>: <message>``."""
+        return config_error(self.key(field), message)
 
     def configure(self) -> None:
         """Build sub-modules and buffers from ``self.cfg``; called once by the constructor."""

@@ -6,7 +6,8 @@ A config field typed ``Schedule`` accepts:
 * a typed ramp ``{start_step: 0, start: 0.98, end: 0.5, end_step: 5000}``: linear from ``start`` (at and before
   ``start_step``) to ``end`` (at and after ``end_step``); ``interpolation: step`` holds ``start`` until ``end_step``;
 * a piecewise ramp ``{points: [[0, 0.98], [5000, 0.5], [10000, 0.2]]}`` (linear between points, constant outside);
-* threestudio's list forms ``[start_step, start, end, end_step]`` and ``[start, end, end_step]``, steps as integers.
+* threestudio's list forms ``[start_step, start, end, end_step]`` and ``[start, end, end_step]``, steps as integers,
+  and its piecewise form ``[s0, v0, v1, s1, v2, s2, ...]`` (linear through (s0, v0), (s1, v1), (s2, v2), ...).
   threestudio reads a float ``end_step`` as an epoch; this project has no epoch schedules, so a fractional step is an
   error rather than a silent change of meaning.
 
@@ -62,6 +63,8 @@ class Schedule:
             return value
         if _is_number(value):
             return Schedule([(0, float(value))])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(f"{key}: schedule values must be finite numbers, got {value!r}")
         if isinstance(value, (list, tuple)):
             return _parse_list(list(value), key)
         if isinstance(value, dict):
@@ -94,9 +97,17 @@ def _value(v: Any, key: str) -> float:
 def _parse_list(value: list, key: str) -> Schedule:
     if len(value) == 3:
         value = [0] + value
+    if len(value) >= 6 and len(value) % 2 == 0:  # threestudio's piecewise form: s0, v0, then (v_i, s_i) pairs
+        points = [(_step(value[0], key), _value(value[1], key))]
+        points += [(_step(s, key), _value(v, key)) for v, s in zip(value[2::2], value[3::2])]
+        steps = [s for s, _ in points]
+        if steps != sorted(steps):
+            raise ConfigError(f"{key}: the steps of a piecewise schedule must increase, got {steps}")
+        return Schedule(points)
     if len(value) != 4:
         raise ConfigError(
-            f"{key}: a list schedule is [start_step, start, end, end_step] or [start, end, end_step], got {value!r}"
+            f"{key}: a list schedule is [start_step, start, end, end_step], [start, end, end_step] or "
+            f"[s0, v0, v1, s1, v2, s2, ...], got {value!r}"
         )
     s0, v0, v1, s1 = _step(value[0], key), _value(value[1], key), _value(value[2], key), _step(value[3], key)
     return _ramp(s0, v0, v1, s1, "linear", key)

@@ -5,7 +5,7 @@
 
 1. Renderer: the CUDA path (nerfacc's occupancy-grid marching, packed rendering) against the CPU path (PyTorch
    sampler) on the same scenes (an analytic sphere, with its closed-form opacity error, and the implicit-volume blob):
-   differences and milliseconds per render.
+   differences and milliseconds per render. The mesh rasterizer likewise: PyTorch on CUDA and nvdiffrast against CPU.
 2. Guidance: one fp16 step (forward, backward, optimizer step) of SDS, VSD with a separate v-prediction unet_lora, and
    VSD with a shared UNet (also with lora_train_on_estimate), on SD 2.1-shaped models with random weights, from a
    64x64 render (encoded at 512x512): time per step and peak GPU memory.
@@ -42,6 +42,12 @@ def renderer_rows(device: str, dry_run: bool) -> List[Row]:
         for key, value in sorted(metrics.items()):
             rows.append(("renderer", f"{scene}: {key}", f"{value:.4g}"))
     return rows
+
+
+def rasterizer_rows(device: str, dry_run: bool) -> List[Row]:
+    from lab.raster_checks import gpu_check_rows  # nvdiff-rasterizer's back ends compared (docs/mesh.md)
+
+    return gpu_check_rows(device, dry_run)
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -141,7 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--guidance-steps", type=int, default=10)
     p.add_argument("--train-steps", type=int, default=100)
     p.add_argument("--work-dir", default=None)
-    p.add_argument("--skip", nargs="*", default=[], choices=["renderer", "guidance", "training"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["renderer", "rasterizer", "guidance", "training"])
     args = p.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu_check_"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -168,6 +174,7 @@ def main(argv=None) -> int:
                        ("device", "torch", torch.__version__)]
     for name, fn in (
         ("renderer", lambda: renderer_rows(device.type, args.dry_run)),
+        ("rasterizer", lambda: rasterizer_rows(device.type, args.dry_run)),
         ("guidance", lambda: guidance_rows(device, base, lora, work, g_steps, res)),
         ("training", lambda: training_rows(device, base, lora, work, t_steps, args.dry_run)),
     ):

@@ -15,24 +15,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from framework import registry
-from framework.config import parse_structured
+from framework.config import Bounds, StepValued
 from framework.errors import ConfigError
+from framework.module import Configurable
 from framework.schedule import Schedule
 from framework.utils.checkpoint import check_finite, check_system, load_checkpoint, load_state_into, state_dict_of
 from framework.utils.saving import Panel, Saver
 from framework.utils.seeding import derived_seed, seed_all
-from systems.fault_tolerance import NonFiniteGuard, check_max_nonfinite_steps, check_savable
+from systems.fault_tolerance import NonFiniteGuard, check_savable
+from systems.loggers import LoggersConfig
 from systems.optim import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 
 
-class BaseSystem(pl.LightningModule):
+class BaseSystem(Configurable, pl.LightningModule):
     @dataclass
     class Config:
         loss: Dict[str, Schedule] = field(default_factory=dict)
@@ -49,22 +51,26 @@ class BaseSystem(pl.LightningModule):
         """Registered exporter used by ``--export`` (e.g. ``mesh-exporter``); empty: the system has none."""
         exporter: Any = field(default_factory=dict)
         """Config of the exporter."""
-        max_nonfinite_steps: int = 5
+        loggers: LoggersConfig = field(default_factory=LoggersConfig)
+        """Experiment loggers besides TensorBoard and CSV (threestudio's ``wandb`` block; see systems/loggers.py)."""
+        max_nonfinite_steps: Annotated[
+            int, Bounds(ge=1, hint="set at least 1 (the skipped steps in a row that stop the run)"), StepValued("count")
+        ] = 5
         """A step with a NaN/Inf loss or gradient is skipped (no update, still counted); this many in a row stop."""
 
     cfg: Any
 
     def __init__(self, cfg: Any = None, seed: int = 0):
-        super().__init__()
-        self.cfg = parse_structured(self.Config, cfg, "system")
+        pl.LightningModule.__init__(self)
+        self._parse(cfg, "system")
         self.seed = seed
-        check_max_nonfinite_steps(self.cfg.max_nonfinite_steps)
         self.nonfinite = NonFiniteGuard(self.cfg.max_nonfinite_steps)
         self._stepped: List[Any] = []
         self._save_dir: Optional[Path] = None
         self.saver = Saver(None)
         self._loaded_step = 0
-        self._losses_checked = False
+        self.resume_hyperparameters: List[Dict[str, Any]] = []  # set by systems.preflight.check_resume
+        self._losses_checked: Optional[frozenset] = None  # the loss names checked against the weights
         self.configure()
         if self.cfg.weights:
             self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
@@ -73,9 +79,16 @@ class BaseSystem(pl.LightningModule):
     def configure(self) -> None:
         """Build the system's modules (with ``self.build``)."""
 
-    def build(self, kind: str, type_name: str, cfg: Any, prefix: str, **kwargs: Any) -> Any:
-        """Construct a registered module and add it to the modules updated before every step (in build order)."""
-        module = registry.find(kind, type_name, key=f"{prefix}_type")(cfg, prefix=prefix, **kwargs)
+    def build(self, kind: str, type_name: str, cfg: Any, field: Optional[str] = None, **kwargs: Any) -> Any:
+        """Construct a registered module and add it to the modules updated before every step (in build order).
+
+        ``field`` is the system's config field holding the module's config (default: ``kind``, e.g. ``geometry``);
+        the module's keys are then ``system.<field>.*`` in every message (``Configurable.key``).
+        """
+        field = field or kind
+        if "." in field:
+            raise ValueError(f"build(): give the config field name (e.g. 'geometry'), not the dotted key '{field}'")
+        module = registry.find(kind, type_name, key=self.key(f"{field}_type"))(cfg, prefix=self.key(field), **kwargs)
         self._stepped.append(module)
         return module
 
@@ -114,6 +127,14 @@ class BaseSystem(pl.LightningModule):
     def on_validation_start(self) -> None:
         self._on_eval_start()
 
+    def on_train_start(self) -> None:
+        """Apply the optimizer hyperparameters the config changed since the resumed checkpoint (after Lightning has
+        restored the optimizer's state from it), so that the run follows its config (see ``check_resume``)."""
+        for optimizer in self.trainer.optimizers[:1]:
+            for group, changes in zip(optimizer.param_groups, self.resume_hyperparameters):
+                group.update(changes)
+        self.resume_hyperparameters = []
+
     def on_test_start(self) -> None:
         self._on_eval_start()
 
@@ -127,59 +148,112 @@ class BaseSystem(pl.LightningModule):
         return sched is not None and not (sched.is_constant and sched(0) == 0.0)
 
     def _check_losses(self, names: Sequence[str]) -> None:
+        """Match the returned ``loss_<x>`` with the weights ``lambda_<x>``; check that some weight is non-zero at every
+        step of the run. At the first step, and again whenever the set of returned losses changes, so that no
+        mismatch can surface as a crash hours into a run."""
         weights = {k[len("lambda_") :] for k in self.cfg.loss if k.startswith("lambda_")}
         bad_keys = [k for k in self.cfg.loss if not k.startswith("lambda_")]
         if bad_keys:
-            raise ConfigError(f"config error: system.loss.{bad_keys[0]}: loss weights are named lambda_<loss>")
+            raise self.config_error(f"loss.{bad_keys[0]}", "loss weights are named lambda_<loss>")
         unweighted = sorted(set(names) - weights)
         if unweighted:
-            raise ConfigError(
-                f"config error: system.loss: the system returns loss_{unweighted[0]} but the config has no "
-                f"lambda_{unweighted[0]}; add system.loss.lambda_{unweighted[0]} (0 to disable)"
+            raise self.config_error(
+                "loss",
+                f"the system returns loss_{unweighted[0]} but the config has no lambda_{unweighted[0]}; add "
+                f"{self.key('loss')}.lambda_{unweighted[0]} (0 to disable)",
             )
         orphans = sorted(n for n in weights - set(names) if self.loss_enabled(n))
         if orphans:
-            raise ConfigError(
-                f"config error: system.loss.lambda_{orphans[0]}: no loss_{orphans[0]} is computed by "
-                f"{type(self).__name__}; remove the weight or fix its name "
-                f"(losses it returns: {', '.join(sorted(names))})"
+            raise self.config_error(
+                f"loss.lambda_{orphans[0]}",
+                f"no loss_{orphans[0]} is computed by {type(self).__name__}; remove the weight or fix its name "
+                f"(losses it returns: {', '.join(sorted(names))})",
             )
-        self._losses_checked = True
+        if self._losses_checked is None:
+            self._check_some_weight_nonzero(names)
+        self._losses_checked = frozenset(names)
+
+    def _check_some_weight_nonzero(self, names: Sequence[str]) -> None:
+        """Fail now if at some step of the run every weight of the returned losses is zero (nothing would train)."""
+        schedules = [self.cfg.loss[f"lambda_{n}"] for n in names]
+        max_steps = int(getattr(self.trainer, "max_steps", -1) or -1) if self._trainer is not None else -1
+        points = sorted({0, *(s for sched in schedules for s, _ in sched.points)})
+        if max_steps > 0:
+            points = [p for p in points if p < max_steps] + [max_steps - 1]
+        candidates = sorted(set(points) | {(a + b) // 2 for a, b in zip(points, points[1:])})
+        for step in candidates:
+            if step >= self.global_step and all(sched(step) == 0.0 for sched in schedules):
+                raise self.config_error(
+                    "loss",
+                    f"every loss weight is zero at step {step} (losses: {', '.join(sorted(names))}); nothing would "
+                    "train from there; make one lambda_<x> non-zero at that step",
+                )
 
     def training_step(self, batch: Dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.training_losses(batch)
         losses = {k[len("loss_") :]: v for k, v in out.items() if k.startswith("loss_")}
-        if not self._losses_checked:
+        if self._losses_checked != frozenset(losses):
             self._check_losses(list(losses))
         step = self.global_step
         total: Any = 0.0
         weighted = {}
         for name, value in losses.items():
             weight = self.cfg.loss[f"lambda_{name}"](step)
-            self.log(f"train/loss_{name}", value.detach(), prog_bar=weight != 0.0)
+            # The logging arguments of a key must stay the same for the whole run (Lightning refuses a change with
+            # MisconfigurationException): they depend on the config only, never on the step's weight.
+            self.log(f"train/loss_{name}", value.detach(), prog_bar=self.loss_enabled(name))
             self.log(f"train/lambda_{name}", weight)
             if weight != 0.0:
                 total = total + weight * value
                 weighted[name] = value
         self.nonfinite.note_losses(weighted)
-        for key, value in out.items():
-            if not key.startswith("loss_") and _is_scalar(value):
-                self.log(f"train/{key}", value.detach() if torch.is_tensor(value) else float(value))
+        self._log_measurements(out)
         if not torch.is_tensor(total):
-            raise ConfigError("config error: system.loss: every loss weight is zero at this step; nothing to train")
+            raise self.config_error("loss", "every loss weight is zero at this step; nothing to train")
         self.log("train/loss", total.detach(), prog_bar=True)
         return total
+
+    def progress_bar_keys(self) -> Sequence[str]:
+        """Non-loss outputs of ``training_losses`` shown on the progress bar (fixed per key, as Lightning needs)."""
+        return ()
+
+    def sparse_keys(self) -> Sequence[str]:
+        """Prefixes of non-loss outputs present only at some steps (diagnostics measured every N steps)."""
+        return ()
+
+    def _log_measurements(self, out: Dict[str, Any]) -> None:
+        """Log the non-loss scalar outputs of a step as ``train/<key>``.
+
+        Outputs present at every step go through ``self.log``. Sparse ones (:meth:`sparse_keys`) go straight to the
+        loggers at the steps they exist: Lightning would repeat a ``self.log`` value at every later logged step of the
+        epoch; on the progress bar they show the last measurement. Lightning's arguments stay fixed per key.
+        """
+        shown, sparse = self.progress_bar_keys(), tuple(self.sparse_keys())
+        direct = {}
+        for key, value in out.items():
+            if key.startswith("loss_") or not _is_scalar(value):
+                continue
+            value = value.detach() if torch.is_tensor(value) else float(value)
+            if sparse and key.startswith(sparse):
+                direct[f"train/{key}"] = float(value)
+                if key in shown:
+                    self.log(f"train/{key}", value, prog_bar=True, logger=False)
+            else:
+                self.log(f"train/{key}", value, prog_bar=key in shown)
+        if direct and self._trainer is not None:
+            for logger in self.loggers:
+                logger.log_metrics(direct, step=int(self.global_step))
 
     # ------------------------------------------------------------------ optimizer
     def configure_optimizers(self) -> Any:
         try:  # torch checks argument values (lr >= 0, betas in [0, 1)) with ValueError
             optimizer = build_optimizer(self, self.cfg.optimizer)
         except ValueError as e:
-            raise ConfigError(f"config error: system.optimizer.args: {e}") from None
+            raise self.config_error("optimizer.args", str(e)) from None
         try:
-            scheduler = build_scheduler(optimizer, self.cfg.scheduler)
+            scheduler = build_scheduler(optimizer, self.cfg.scheduler, self.key("scheduler"))
         except ValueError as e:
-            raise ConfigError(f"config error: system.scheduler.args: {e}") from None
+            raise self.config_error("scheduler.args", str(e)) from None
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
@@ -247,12 +321,13 @@ class BaseSystem(pl.LightningModule):
     def make_exporter(self) -> Any:
         """The configured exporter (``system.exporter_type``)."""
         if not self.cfg.exporter_type:
-            raise ConfigError(
-                f"config error: system.exporter_type: {type(self).__name__} has no exporter configured; "
-                f"set system.exporter_type (registered: {', '.join(registry.names('exporter')) or 'none'})"
+            raise self.config_error(
+                "exporter_type",
+                f"{type(self).__name__} has no exporter configured; set {self.key('exporter_type')} "
+                f"(registered: {', '.join(registry.names('exporter')) or 'none'})",
             )
-        return registry.find("exporter", self.cfg.exporter_type, key="system.exporter_type")(
-            self.cfg.exporter, prefix="system.exporter"
+        return registry.find("exporter", self.cfg.exporter_type, key=self.key("exporter_type"))(
+            self.cfg.exporter, prefix=self.key("exporter")
         )
 
     def export_outputs(self) -> List[Any]:
@@ -267,9 +342,10 @@ class BaseSystem(pl.LightningModule):
             if self.saver.save_dir is not None:
                 root = (self.saver.save_dir / folder).resolve()
                 if not (root / out.filename).resolve().is_relative_to(root):
-                    raise ConfigError(
-                        f"config error: system.exporter: the export file name '{out.filename}' leaves the export "
-                        f"folder {root}; use a plain name (e.g. save_name: model)"
+                    raise self.config_error(
+                        "exporter",
+                        f"the export file name '{out.filename}' leaves the export folder {root}; use a plain name "
+                        "(e.g. save_name: model)",
                     )
             path = self.saver.path(f"{folder}/{out.filename}")
             out.write(path)

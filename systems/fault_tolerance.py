@@ -33,7 +33,6 @@ Semantics, stated once (docs/bad-inputs.md repeats them for users):
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -44,8 +43,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Checkpoint
 
-from framework.errors import CheckpointError, ConfigError, UserError
-from framework.utils.checkpoint import few, nonfinite_tensors
+from framework.errors import CheckpointError, UserError
+from framework.utils.checkpoint import atomic_copy, few, nonfinite_tensors
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -144,9 +143,7 @@ class InterruptCheckpoint(Checkpoint):
         try:
             trainer.save_checkpoint(path, weights_only=False)
             if trainer.is_global_zero:
-                tmp = last.with_name(f".last.ckpt.{os.getpid()}.tmp")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, last)
+                atomic_copy(path, last)
             trainer.strategy.barrier("interrupt-checkpoint")
         finally:
             self._saving = False
@@ -259,14 +256,6 @@ def latest_checkpoint(trainer: pl.Trainer) -> Optional[Path]:
         if dirpath and Path(dirpath).is_dir():
             found.extend(p for p in Path(dirpath).glob("*.ckpt") if p.is_file())
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
-
-
-def check_max_nonfinite_steps(value: int) -> None:
-    if value < 1:
-        raise ConfigError(
-            f"config error: system.max_nonfinite_steps: expected at least 1 (skipped steps in a row that stop the "
-            f"run), got {value}"
-        )
 
 
 def check_savable(checkpoint: Dict[str, Any], step: int) -> None:

@@ -6,14 +6,14 @@ video, export) in seconds, and is the README's smoke run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Annotated, Any, Dict, List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from framework import registry
-from framework.errors import ConfigError
+from framework.config import Bounds, ImageSide
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
 from systems.base import BaseSystem
@@ -39,22 +39,19 @@ class ImageField(nn.Module):
 class ImageFittingSystem(BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
-        grid_resolution: int = 32
+        grid_resolution: Annotated[int, Bounds(ge=1, le=4096)] = 32
         """Side of the learnable feature grid."""
-        n_features: int = 8
+        n_features: Annotated[int, Bounds(ge=1, le=1024)] = 8
         """Channels of the feature grid."""
-        hidden_dim: int = 32
+        hidden_dim: Annotated[int, Bounds(ge=1, le=16384)] = 32
         """Width of the MLP."""
-        export_resolution: int = 128
+        export_resolution: ImageSide = 128
         """Side of the image written by ``--export`` (the field sampled on a finer grid: ``field.png``)."""
 
     cfg: Config
 
     def configure(self) -> None:
         c = self.cfg
-        for name in ("grid_resolution", "n_features", "hidden_dim", "export_resolution"):
-            if getattr(c, name) < 1:
-                raise ConfigError(f"config error: system.{name}: must be at least 1, got {getattr(c, name)}")
         self.field = ImageField(c.grid_resolution, c.n_features, c.hidden_dim)
 
     def training_losses(self, batch: Dict[str, Any]) -> Dict[str, Any]:

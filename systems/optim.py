@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+import math
+from typing import Any, Dict, List, Literal, Optional
 
 import torch
 import torch.nn as nn
 
-from framework.errors import ConfigError
+from framework.config import config_error, config_key
 
 
 @dataclass
@@ -30,10 +31,16 @@ class SchedulerConfig:
 
     name: str
     """A class of ``torch.optim.lr_scheduler`` (StepLR, ExponentialLR, CosineAnnealingLR, LinearLR, ...)."""
-    interval: str = "step"
+    interval: Literal["step", "epoch"] = "step"
     """When it steps: 'step' or 'epoch'."""
     args: Dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the scheduler."""
+
+
+def _key(system: nn.Module, field: str) -> str:
+    """The full dotted key of ``system.<field>`` (the system's own key helper when it has one)."""
+    key = getattr(system, "key", None)
+    return key(field) if callable(key) else config_key("system", field)
 
 
 def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str, Any]]:
@@ -47,17 +54,17 @@ def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str
             targets = [system.get_parameter(path)] if _is_param(system, path) else resolve(path)
         except AttributeError:
             modules = sorted(n for n, _ in system.named_modules() if n and n.count(".") < 2)
-            raise ConfigError(
-                f"config error: system.optimizer.params.{path}: no module or parameter '{path}' in the system; "
-                f"choose from: {', '.join(modules)}"
+            raise config_error(
+                _key(system, f"optimizer.params.{path}"),
+                f"no module or parameter '{path}' in the system; choose from: {', '.join(modules)}",
             ) from None
         params = [p for t in targets for p in ([t] if isinstance(t, nn.Parameter) else t.parameters())]
         params = [p for p in params if p.requires_grad]
         for p in params:
             if id(p) in taken:
-                raise ConfigError(
-                    f"config error: system.optimizer.params.{path}: parameter '{named[id(p)]}' is also in group "
-                    f"'{taken[id(p)]}'; list each module once"
+                raise config_error(
+                    _key(system, f"optimizer.params.{path}"),
+                    f"parameter '{named[id(p)]}' is also in group '{taken[id(p)]}'; list each module once",
                 )
             taken[id(p)] = path
         if params:
@@ -82,32 +89,43 @@ def _is_param(module: nn.Module, path: str) -> bool:
 def build_optimizer(system: nn.Module, cfg: OptimizerConfig) -> torch.optim.Optimizer:
     cls = getattr(torch.optim, cfg.name, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ConfigError(
-            f"config error: system.optimizer.name: '{cfg.name}' is not a torch.optim optimizer (e.g. Adam, AdamW)"
+        raise config_error(
+            _key(system, "optimizer.name"), f"'{cfg.name}' is not a torch.optim optimizer (e.g. Adam, AdamW)"
         )
     for where, options in [("args", cfg.args)] + [(f"params.{k}", v or {}) for k, v in (cfg.params or {}).items()]:
         lr = options.get("lr")
         if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))):
-            raise ConfigError(f"config error: system.optimizer.{where}.lr: expected a number, got {lr!r}")
+            raise config_error(_key(system, f"optimizer.{where}.lr"), f"expected a number, got {lr!r}")
+        check_finite_numbers(options, _key(system, f"optimizer.{where}"))
     groups = build_param_groups(system, cfg)
     if not groups:
-        raise ConfigError("config error: system.optimizer: the system has no trainable parameters")
+        raise config_error(_key(system, "optimizer"), "the system has no trainable parameters")
     try:
         return cls(groups, **cfg.args)
     except TypeError as e:
-        raise ConfigError(f"config error: system.optimizer.args: {e}") from None
+        raise config_error(_key(system, "optimizer.args"), str(e)) from None
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Optional[SchedulerConfig]) -> Optional[Dict[str, Any]]:
+def check_finite_numbers(options: Dict[str, Any], key: str) -> None:
+    """Refuse a NaN or an infinity among free-form keyword arguments (``lr``, ``betas``, ``eps``), naming its key."""
+    for name, value in options.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise config_error(config_key(key, name), f"must be a finite number, got {value!r}; set a finite number")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Optional[SchedulerConfig], key: str = "system.scheduler"
+) -> Optional[Dict[str, Any]]:
     if cfg is None:
         return None
     cls = getattr(torch.optim.lr_scheduler, cfg.name, None)
     if not isinstance(cls, type):
-        raise ConfigError(f"config error: system.scheduler.name: '{cfg.name}' is not in torch.optim.lr_scheduler")
-    if cfg.interval not in ("step", "epoch"):
-        raise ConfigError(f"config error: system.scheduler.interval: expected 'step' or 'epoch', got '{cfg.interval}'")
+        raise config_error(config_key(key, "name"), f"'{cfg.name}' is not in torch.optim.lr_scheduler")
+    check_finite_numbers(cfg.args, config_key(key, "args"))
     try:
         scheduler = cls(optimizer, **cfg.args)
     except TypeError as e:
-        raise ConfigError(f"config error: system.scheduler.args: {e}") from None
+        raise config_error(config_key(key, "args"), str(e)) from None
     return {"scheduler": scheduler, "interval": cfg.interval}

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import sys
 import tempfile
 import typing
 from pathlib import Path
@@ -19,9 +21,9 @@ from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 import torch
 
+from framework.config import Bounds
 from framework.errors import CheckpointError, ConfigError, UserError
 from framework.utils.checkpoint import check_finite, load_state_into
-from systems.optim import build_param_groups
 
 try:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
@@ -73,15 +75,50 @@ def check_argument_types(
             raise ConfigError(
                 f"config error: {prefix}.{key}: expected {_name(types)}, got {value!r} (in {source(f'{prefix}.{key}')})"
             )
-        low = MINIMUM.get(f"{prefix}.{key}")
-        if low is not None and isinstance(value, int) and value < low:
+        if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(
-                f"config error: {prefix}.{key}: must be at least {low}, got {value} (in {source(f'{prefix}.{key}')})"
+                f"config error: {prefix}.{key}: must be a finite number, got {value!r}; set a finite number "
+                f"(in {source(f'{prefix}.{key}')})"
+            )
+        bounds = LIGHTNING_BOUNDS.get(f"{prefix}.{key}")
+        if bounds is not None and _admits(value, {int, float}) and not bounds.admits(value):
+            what = "an integer" if isinstance(value, int) else "a number"
+            raise ConfigError(
+                f"config error: {prefix}.{key}: must be {bounds.describe()}, got {value!r}; set {what} "
+                f"{bounds.describe()} (in {source(f'{prefix}.{key}')})"
             )
 
 
-# Lightning arguments whose out-of-range values fail deep inside a run rather than at construction.
-MINIMUM = {"trainer.accumulate_grad_batches": 1}
+LIGHTNING_BOUNDS = {
+    "trainer.accumulate_grad_batches": Bounds(ge=1),
+    "trainer.max_steps": Bounds(ge=1),  # -1 is Lightning's "no limit": with endless training data, a run that never ends
+    "trainer.min_steps": Bounds(ge=0),
+    "trainer.val_check_interval": Bounds(gt=0),  # 0 divides by zero inside Lightning
+    "trainer.check_val_every_n_epoch": Bounds(ge=1),
+    "trainer.log_every_n_steps": Bounds(ge=1),  # 0 would log nothing
+    "trainer.gradient_clip_val": Bounds(ge=0),  # a negative norm would flip every gradient
+    "checkpoint.every_n_train_steps": Bounds(ge=0),
+    "checkpoint.every_n_epochs": Bounds(ge=0),
+}
+"""Ranges of Lightning arguments whose bad values Lightning does not refuse at construction: they fail deep inside a
+run, or never end it, or change it in silence."""
+
+
+def check_checkpoint_filename(values: Dict[str, Any], source: Callable[[str], str]) -> None:
+    """``checkpoint.filename`` names a file inside the trial's ``ckpts/`` folder: no absolute path, no ``..``.
+
+    Lightning joins it to its folder as given, so ``../../x`` or ``/etc/x`` would write anywhere; a subfolder
+    (``stage1/{step}``) stays inside and is allowed.
+    """
+    name = values.get("filename")
+    if name is None:
+        return
+    parts = Path(str(name)).parts
+    if Path(str(name)).is_absolute() or ".." in parts or str(name).startswith("~") or "\0" in str(name):
+        raise ConfigError(
+            f"config error: checkpoint.filename: {str(name)!r} would write outside the trial's ckpts/ folder; give a "
+            f"name inside it, e.g. '{{epoch}}-{{step}}' (in {source('checkpoint.filename')})"
+        )
 
 
 def build_lightning(what: str, build: Callable[[], Any], values: Dict[str, Any]) -> Any:
@@ -95,11 +132,16 @@ def build_lightning(what: str, build: Callable[[], Any], values: Dict[str, Any])
 
 
 # ---------------------------------------------------------------------------------------------- resume checks
-def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str) -> None:
-    """Check, before Lightning reads it, everything of ``resume=<path>`` that Lightning would fail on with a traceback.
+def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str, max_steps: Optional[int] = None) -> None:
+    """Check, before Lightning reads it, everything of ``resume=<path>`` that Lightning would fail on with a traceback,
+    or that would make the run silently differ from its config.
 
     Weights must be finite and load strictly into the system (they are loaded here; Lightning loads the same ones
-    again); to continue training, the file must also hold optimizer and scheduler states laid out as this config's.
+    again). To continue training, the file must also hold optimizer and scheduler states laid out as this config's:
+    the same parameter groups (names and sizes), optimizer state tensors of the parameters' shapes and finite, and a
+    step below ``trainer.max_steps``. Optimizer hyperparameters the config changes (a new ``lr``) are applied when
+    training resumes (``BaseSystem.on_train_start``), so that ``configs/parsed.yaml`` tells the truth; a new ``lr``
+    under a learning-rate scheduler, whose state holds the old one, is refused.
     """
     state = data.get("state_dict")
     if not isinstance(state, dict):
@@ -116,18 +158,46 @@ def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str) -> Non
             f"resume '{path}' holds weights only (saved with checkpoint.save_weights_only=true) and cannot continue "
             f"a run; start a new one from its weights with system.weights={path}"
         )
-    saved = data["optimizer_states"][0].get("param_groups", []) if data["optimizer_states"] else []
-    expected = build_param_groups(system, system.cfg.optimizer)
+    step = int(data.get("global_step", 0))
+    if max_steps is not None and max_steps >= 0 and step >= max_steps:
+        raise CheckpointError(
+            f"resume '{path}' is at step {step}, which is not below trainer.max_steps ({max_steps}): there is nothing "
+            f"left to train; raise trainer.max_steps to continue, or use --test / --export with resume={path}"
+        )
+    built = system.configure_optimizers()
+    optimizer = built["optimizer"] if isinstance(built, dict) else built
+    expected = optimizer.param_groups
+    saved_opt = data["optimizer_states"][0] if data["optimizer_states"] else {"state": {}, "param_groups": []}
+    saved = saved_opt["param_groups"]
 
     def layout(groups: List[Dict[str, Any]]) -> str:
         return ", ".join(f"{g.get('name', '?')} ({len(g['params'])})" for g in groups) or "none"
 
-    if [len(g["params"]) for g in saved] != [len(g["params"]) for g in expected]:
+    fix = f"resume with the config it was trained with, or start from its weights with system.weights={path}"
+    if [(g.get("name"), len(g["params"])) for g in saved] != [(g.get("name"), len(g["params"])) for g in expected]:
         raise CheckpointError(
             f"resume '{path}' was saved with optimizer parameter groups {layout(saved)}, this config makes "
-            f"{layout(expected)}; resume with the config it was trained with, or start from its weights with "
-            f"system.weights={path}"
+            f"{layout(expected)}; {fix}"
         )
+    params = [p for g in expected for p in g["params"]]
+    for index, entry in saved_opt["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise CheckpointError(f"resume '{path}' holds optimizer state for parameter #{index!r}, which this "
+                                  f"config does not have ({len(params)} parameters); {fix}")
+        for name, value in entry.items():
+            if not torch.is_tensor(value) or value.dim() == 0:
+                continue
+            if tuple(value.shape) != tuple(params[index].shape):
+                group = next(g.get("name", "?") for g in expected if any(q is params[index] for q in g["params"]))
+                raise CheckpointError(
+                    f"resume '{path}': the optimizer's {name} of a parameter of group '{group}' has shape "
+                    f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}; {fix}"
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(
+                    f"resume '{path}': the optimizer state ({name}) holds NaN or Inf; use a checkpoint saved before "
+                    f"the run diverged, or start from its weights with system.weights={path}"
+                )
     n_sched = len(data["lr_schedulers"])
     want = 0 if system.cfg.scheduler is None else 1
     if n_sched != want:
@@ -135,6 +205,50 @@ def check_resume(system: Any, data: Dict[str, Any], path: str, mode: str) -> Non
             f"resume '{path}' was saved with {n_sched} learning-rate scheduler(s), this config has {want} "
             "(system.scheduler); resume with the config it was trained with"
         )
+    system.resume_hyperparameters = changed_hyperparameters(system, saved, expected, path, scheduled=want > 0)
+
+
+_NOT_HYPERPARAMETERS = {"params", "name", "initial_lr"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def changed_hyperparameters(
+    system: Any, saved: List[Dict[str, Any]], expected: List[Dict[str, Any]], path: str, scheduled: bool
+) -> List[Dict[str, Any]]:
+    """Per parameter group, the optimizer hyperparameters the config sets differently from the checkpoint.
+
+    Printed as one note line; applied when training resumes. A changed ``lr`` under a scheduler is refused: the
+    scheduler's saved state (its base rates, its position) belongs to the old rate.
+    """
+    changes: List[Dict[str, Any]] = []
+    shown = []
+    for old, new in zip(saved, expected):
+        diff = {}
+        for key, value in new.items():
+            if key in _NOT_HYPERPARAMETERS or key not in old:
+                continue
+            before = old.get("initial_lr", old[key]) if (key == "lr" and scheduled) else old[key]
+            if not _same(before, value):
+                if key == "lr" and scheduled:
+                    raise CheckpointError(
+                        f"resume '{path}': parameter group '{new.get('name', '?')}' was trained with lr {before} under "
+                        f"system.scheduler, this config sets {value}; the scheduler's state follows the old rate, so "
+                        f"resume with lr {before}, or start a new run from its weights with system.weights={path}"
+                    )
+                diff[key] = value
+                shown.append(f"{new.get('name', '?')} {key} {before} -> {value}")
+        changes.append(diff)
+    if shown:
+        print(
+            f"note: resume: the config's optimizer values replace the checkpoint's ({'; '.join(shown)})",
+            file=sys.stderr,
+        )
+    return changes
 
 
 # ---------------------------------------------------------------------------------------------- output space
@@ -146,8 +260,10 @@ def checkpoint_bytes(system: torch.nn.Module) -> int:
 
 
 def _existing_ancestor(path: Path) -> Path:
+    from framework.utils.paths import path_status
+
     path = path.absolute()
-    while not path.exists() and path != path.parent:
+    while path_status(path, "the trial folder") is None and path != path.parent:
         path = path.parent
     return path
 

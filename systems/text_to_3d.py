@@ -13,12 +13,12 @@ Module paths of the optimizer's parameter groups are threestudio's (``geometry.e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Annotated, Any, Dict, List
 
 import torch
 import torch.nn as nn
 
-from framework.errors import ConfigError
+from framework.config import Bounds
 from framework.utils.export_output import ExportOutput
 from framework.utils.saving import Panel
 from systems.guided import GuidedSystem
@@ -56,23 +56,20 @@ class TextTo3DSystem(GuidedSystem):
         """Config of the renderer."""
         exporter_type: str = "mesh-exporter"
         """Registered exporter used by --export."""
-        n_particles: int = 1
+        n_particles: Annotated[int, Bounds(ge=1, le=1024)] = 1
         """Independent scenes optimised together (VSD particles); one is rendered per step, in turn."""
 
     cfg: Config
 
     def configure(self) -> None:
         c = self.cfg
-        if c.n_particles < 1:
-            raise ConfigError(f"config error: system.n_particles: must be at least 1, got {c.n_particles}")
         scenes = []
         for _ in range(c.n_particles):
-            geometry = self.build("geometry", c.geometry_type, c.geometry, "system.geometry")
-            material = self.build("material", c.material_type, c.material, "system.material")
-            background = self.build("background", c.background_type, c.background, "system.background")
+            geometry = self.build("geometry", c.geometry_type, c.geometry)
+            material = self.build("material", c.material_type, c.material)
+            background = self.build("background", c.background_type, c.background)
             renderer = self.build(
-                "renderer", c.renderer_type, c.renderer, "system.renderer",
-                geometry=geometry, material=material, background=background,
+                "renderer", c.renderer_type, c.renderer, geometry=geometry, material=material, background=background
             )
             scenes.append(Scene(geometry, material, background, renderer))
         self.particles = nn.ModuleList(scenes)

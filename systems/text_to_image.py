@@ -13,13 +13,13 @@ final particles as PNGs and an mp4 of the optimisation built from the validation
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Annotated, Any, Dict, List
 
 import torch
 import torch.nn as nn
 
 from framework import registry
-from framework.errors import ConfigError
+from framework.config import Bounds, ImageSide, NonNegativeFloat
 from framework.utils.saving import Panel
 from systems.guided import GuidedSystem
 
@@ -35,38 +35,33 @@ def null_camera(batch_size: int, device: torch.device) -> Dict[str, torch.Tensor
 class TextToImageSystem(GuidedSystem):
     @dataclass
     class Config(GuidedSystem.Config):
-        n_particles: int = 4
+        n_particles: Annotated[int, Bounds(ge=1, le=1024)] = 4
         """Number of image particles, all updated every step (one batch)."""
         rgb_as_latents: bool = True
         """Optimise latents (True) or RGB pixels encoded by the VAE (False)."""
-        height: int = 512
+        height: ImageSide = 512
         """Image height in pixels (latents are height / vae downsampling)."""
-        width: int = 512
+        width: ImageSide = 512
         """Image width in pixels."""
-        init_std: float = 1.0
+        init_std: NonNegativeFloat = 1.0
         """Std of the initial latents (or of the initial RGB logits)."""
         guidance_type: str = "stable-diffusion-vsd-guidance"
         """Registered guidance: stable-diffusion-guidance (SDS) or stable-diffusion-vsd-guidance (VSD)."""
-        video_fps: int = 10
+        video_fps: Annotated[int, Bounds(ge=1, le=240)] = 10
         """Frame rate of the optimisation video (one frame per validation)."""
 
     cfg: Config
 
     def configure(self) -> None:
         c = self.cfg
-        for name in ("n_particles", "height", "width", "video_fps"):
-            if getattr(c, name) < 1:
-                raise ConfigError(f"config error: system.{name}: must be at least 1, got {getattr(c, name)}")
         self.build_guidance()
         if getattr(self.guidance.cfg, "view_dependent_prompting", False):
-            raise ConfigError(
-                "config error: system.guidance.view_dependent_prompting: images have no view; set it to false"
-            )
+            raise self.guidance.config_error("view_dependent_prompting", "images have no view; set it to false")
         factor = self.guidance.vae_scale_factor
         if c.height % factor or c.width % factor:
-            raise ConfigError(
-                f"config error: system.height/width: {c.height}x{c.width} must be multiples of the VAE's "
-                f"downsampling factor {factor}"
+            raise self.config_error(
+                "height" if c.height % factor else "width",
+                f"{c.height}x{c.width} (height x width) must be multiples of the VAE's downsampling factor {factor}",
             )
         if c.rgb_as_latents:
             shape = (c.n_particles, self.guidance.latent_channels, c.height // factor, c.width // factor)

@@ -142,7 +142,7 @@ CONFIG = rows(
     Row("cfg-loss-weight-orphan", [*IMAGE, "system.loss.lambda_foo=1"],
         "config error: system.loss.lambda_foo: no loss_foo is computed by ImageFittingSystem", False),
     Row("cfg-max-nonfinite-steps", [*IMAGE, "system.max_nonfinite_steps=0"],
-        "config error: system.max_nonfinite_steps: expected at least 1"),
+        "config error: system.max_nonfinite_steps: must be >= 1, got 0; set at least 1"),
 )
 
 TYPES = rows(
@@ -153,7 +153,7 @@ TYPES = rows(
     Row("type-null", [*IMAGE, "name=null"], "config error: name: must not be null"),
     Row("type-mapping", [*IMAGE, "system.loss=3"], "config error: system.loss: expected a mapping, got 3"),
     Row("type-schedule", [*IMAGE, "system.loss.lambda_mse=[1,2]"],
-        "a list schedule is [start_step, start, end, end_step] or [start, end, end_step], got [1, 2]"),
+        "a list schedule is [start_step, start, end, end_step], [start, end, end_step] or [s0, v0, v1, s1, v2, s2, ...], got [1, 2]"),
     Row("type-trainer-int", [*IMAGE, "trainer.max_steps=abc"],
         "config error: trainer.max_steps: expected int, got 'abc' "
         "(in the command-line override 'trainer.max_steps=...')"),
@@ -163,13 +163,13 @@ TYPES = rows(
     Row("value-learning-rate-type", [*IMAGE, "system.optimizer.args.lr=[1,2]"],
         "config error: system.optimizer.args.lr: expected a number, got [1, 2]"),
     Row("value-trainer-accumulate", [*IMAGE, "trainer.accumulate_grad_batches=0"],
-        "config error: trainer.accumulate_grad_batches: must be at least 1, got 0"),
+        "config error: trainer.accumulate_grad_batches: must be >= 1, got 0; set an integer >= 1"),
     Row("value-grid-resolution", [*IMAGE, "system.grid_resolution=0"],
-        "config error: system.grid_resolution: must be at least 1, got 0"),
+        "config error: system.grid_resolution: must be in [1, 4096], got 0; set an integer in [1, 4096]"),
     Row("value-trainer-interval", [*IMAGE, "trainer.val_check_interval=-1"],
-        "config error: trainer: You have passed invalid value -1 for val_check_interval"),
+        "config error: trainer.val_check_interval: must be > 0, got -1; set an integer > 0"),
     Row("value-checkpoint", [*IMAGE, "checkpoint.every_n_train_steps=-1"],
-        "config error: checkpoint: Invalid value for every_n_train_steps=-1. Must be >= 0"),
+        "config error: checkpoint.every_n_train_steps: must be >= 0, got -1; set an integer >= 0"),
     Row("value-learning-rate", [*IMAGE, "system.optimizer.args.lr=-1"],
         "config error: system.optimizer.args: Invalid learning rate: -1"),
     Row("value-optimizer-name", [*IMAGE, "system.optimizer.name=Adamm"],
@@ -181,7 +181,7 @@ TYPES = rows(
     Row("value-scheduler-argument", [*IMAGE, "+system.scheduler.name=StepLR"],
         "config error: system.scheduler.args: StepLR.__init__() missing 1 required positional argument: 'step_size'"),
     Row("value-batch-size", [*IMAGE, "data.batch_size=-1"],
-        "config error: data: height, width and batch_size must be positive"),
+        "config error: data.batch_size: must be >= 1, got -1; set an integer >= 1"),
 )
 
 MODULES = rows(
@@ -199,7 +199,7 @@ MODULES = rows(
 
 PATHS = rows(
     Row("path-image-missing", [*IMAGE, "data.image_path=/no/such/image.png"],
-        "config error: data.image_path: no file '/no/such/image.png'"),
+        "config error: data.image_path: the file '/no/such/image.png' does not exist; give a PNG/JPEG path"),
     Row("path-image-not-an-image", [*IMAGE, "data.image_path={a_file}"], "config error: data.image_path: cannot read"),
     Row("path-exp-root-is-a-file", [*IMAGE, "exp_root_dir={a_file}/outputs"],
         "is a file, not a folder; set exp_root_dir="),
@@ -228,9 +228,9 @@ CHECKPOINTS = rows(
     Row("ckpt-weights-only", [*IMAGE, "resume={weights_only}"],
         "holds weights only (saved with checkpoint.save_weights_only=true) and cannot continue a run"),
     Row("ckpt-bare-state-dict", [*IMAGE, "resume={bare}"], "has no 'state_dict': it is not a training checkpoint"),
-    Row("ckpt-optimizer-groups", [*IMAGE, "resume={one_group}"],
+    Row("ckpt-optimizer-groups", [*IMAGE, "resume={one_group}", "trainer.max_steps=4"],
         "was saved with optimizer parameter groups default (5), this config makes field.grid (1), field.network (4)"),
-    Row("ckpt-scheduler", [*IMAGE, "resume={with_scheduler}"],
+    Row("ckpt-scheduler", [*IMAGE, "resume={with_scheduler}", "trainer.max_steps=4"],
         "was saved with 1 learning-rate scheduler(s), this config has 0"),
     Row("weights-missing", [*IMAGE, "system.weights=/no/such.ckpt"], "system.weights '/no/such.ckpt' does not exist"),
     Row("weights-folder", [*IMAGE, "system.weights={folder}"], "is a folder; give the .ckpt file inside it"),
@@ -270,7 +270,37 @@ SD_ROWS = rows(
         [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={a_folder}"],
         "has no usable 'unet/' folder; point system.guidance.pretrained_model_name_or_path at a Stable Diffusion "
         "checkpoint in diffusers format"),
+    Row("guidance-scale-nan", [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.guidance_scale=.nan"],
+        "config error: system.guidance.guidance_scale: must be a number, got nan; set a finite number"),
+    Row("guidance-step-percent", [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.max_step_percent=98"],
+        "config error: system.guidance.max_step_percent: the schedule's value at step 0 is 98.0, must be in [0, 1]; "
+        "give a fraction of the timesteps"),
+    Row("scheduler-without-timesteps",
+        [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={no_timesteps}"],
+        "system.guidance.pretrained_model_name_or_path: the model's scheduler has num_train_timesteps 0"),
+    Row("prompt-encoder-width",
+        [*SD, "system.prompt_processor.prompt=a cat", "system.guidance.pretrained_model_name_or_path={wide_text}"],
+        "system.prompt_processor.pretrained_model_name_or_path: its text encoder gives 32-wide embeddings but the "
+        "UNet of system.guidance.pretrained_model_name_or_path cross-attends to 48"),
 )
+
+
+def odd_models(tiny_sd: str, root) -> dict:
+    """Copies of the tiny model with a scheduler of 0 timesteps, and with a UNet of another text width."""
+    import json
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from lab.models.tiny_sd import TINY_UNET
+
+    no_timesteps, wide_text = root / "no-timesteps", root / "wide-text"
+    shutil.copytree(tiny_sd, no_timesteps)
+    config = no_timesteps / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_train_timesteps": 0}))
+    shutil.copytree(tiny_sd, wide_text, ignore=shutil.ignore_patterns("unet"))
+    UNet2DConditionModel(**{**TINY_UNET, "cross_attention_dim": 48}).save_pretrained(wide_text / "unet")
+    return {"no_timesteps": str(no_timesteps), "wide_text": str(wide_text)}
 
 
 def fill(items, m):
@@ -286,6 +316,8 @@ def test_bad_input(row, m, tmp_path, capsys):
 def test_bad_input_of_a_diffusion_system(row, tiny_sd, tiny_embedding_cache, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     local = {"tiny_sd": tiny_sd, "a_folder": str(tmp_path / "empty")}
+    if any("{no_timesteps}" in a or "{wide_text}" in a for a in row.argv):
+        local.update(odd_models(tiny_sd, tmp_path))
     argv = fill(row.argv, local) + [
         f"system.prompt_processor.cache_dir={tiny_embedding_cache}",
         *[f"system.{k}.pretrained_model_name_or_path={tiny_sd}" for k in ("prompt_processor", "guidance")
@@ -331,16 +363,16 @@ def test_out_disk_full(tmp_path, capsys, monkeypatch):
 
 def test_out_disk_full_while_training(tmp_path, capsys, monkeypatch):
     """The disk fills up at step 4: one line, and the checkpoints of steps 1-3 stay complete."""
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+    from systems.atomic_checkpoint import AtomicCheckpointIO
 
-    original = TorchCheckpointIO.save_checkpoint
+    original = AtomicCheckpointIO.save_checkpoint
 
     def save(self, checkpoint, path, storage_options=None):
         if checkpoint["global_step"] >= 4:
             raise OSError(errno.ENOSPC, "No space left on device")
         return original(self, checkpoint, path, storage_options)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", save)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
     argv = ["--config", "image-fitting.yaml", "--train", *FAST, "trainer.max_steps=8",
             "checkpoint.every_n_train_steps=1"]
     line = check(argv, ROWS["out-disk-full-while-training"], tmp_path, capsys, leaves_nothing=False)
@@ -364,6 +396,8 @@ def test_out_trial_exists(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ the docs
 def test_the_docs_table_lists_every_row_with_its_words():
+    import tests.test_bad_inputs_values  # noqa: F401  (registers the rows of the other classes)
+
     text = (REPO_ROOT / "docs" / "bad-inputs.md").read_text()
     documented = {}
     for line in text.splitlines():

@@ -109,3 +109,71 @@ def test_frozen_weights_dtype_rule():
     assert frozen_weights_dtype(True, torch.device("cuda")) == torch.float16
     assert frozen_weights_dtype(False, torch.device("cuda")) == torch.float32
     assert frozen_weights_dtype(True, torch.device("cpu")) == torch.float32
+
+
+def _sd_image_argv(tmp_path, model, prompt_model, cache):
+    return ["--config", "sds-image.yaml", "--train", f"exp_root_dir={tmp_path / 'out'}", "use_timestamp=false",
+            "trainer.max_steps=1", f"system.prompt_processor.pretrained_model_name_or_path={prompt_model}",
+            "system.prompt_processor.prompt=a cat", f"system.prompt_processor.cache_dir={cache}",
+            f"system.guidance.pretrained_model_name_or_path={model}", "system.height=32", "system.width=32"]
+
+
+def _launch_error(argv, capsys):
+    import launch
+
+    code = launch.main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+def test_a_scheduler_without_timesteps_is_one_line(tiny_sd, tiny_embedding_cache, tmp_path, capsys):
+    import json
+    import shutil
+
+    broken = tmp_path / "no-timesteps"
+    shutil.copytree(tiny_sd, broken)
+    config = broken / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "num_train_timesteps": 0}))
+    line = _launch_error(_sd_image_argv(tmp_path, broken, tiny_sd, tiny_embedding_cache), capsys)
+    assert "system.guidance.pretrained_model_name_or_path" in line and "num_train_timesteps 0" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_a_prompt_encoder_of_another_width_is_one_line(tiny_sd, tiny_embedding_cache, tmp_path, capsys):
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    wide = tmp_path / "wide-text"
+    shutil.copytree(tiny_sd, wide)
+    shutil.rmtree(wide / "unet")
+    UNet2DConditionModel(**{**tiny_sd_module.TINY_UNET, "cross_attention_dim": 48}).save_pretrained(wide / "unet")
+    line = _launch_error(_sd_image_argv(tmp_path, wide, tiny_sd, tiny_embedding_cache), capsys)
+    assert "system.prompt_processor.pretrained_model_name_or_path" in line and "32" in line and "48" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("recipe,override,key", [
+    ("sds-image.yaml", "system.guidance.guidance_scale=.nan", "system.guidance.guidance_scale"),
+    ("sds-image.yaml", "system.guidance.guidance_scale=inf", "system.guidance.guidance_scale"),
+    ("sds-image.yaml", "system.guidance.max_step_percent=[0,0.98,1.5,100]", "system.guidance.max_step_percent"),
+    ("sds-image.yaml", "system.guidance.grad_clip=0", "system.guidance.grad_clip"),
+    ("sds-image.yaml", "system.guidance.trainer_max_steps=0", "system.guidance.trainer_max_steps"),
+    ("vsd-image.yaml", "system.guidance.guidance_scale_lora=.nan", "system.guidance.guidance_scale_lora"),
+    ("vsd-image.yaml", "system.guidance.lora_camera_dropout=1.5", "system.guidance.lora_camera_dropout"),
+    ("vsd-image.yaml", "system.guidance.lora_scale=-1", "system.guidance.lora_scale"),
+    ("vsd-image.yaml", "system.guidance.lora_rank=0", "system.guidance.lora_rank"),
+    ("vsd-image.yaml", "system.guidance.lora_fit_every=0", "system.guidance.lora_fit_every"),
+    ("sds-image.yaml", "system.prompt_processor.front_threshold=.nan", "system.prompt_processor.front_threshold"),
+    ("sds-image.yaml", "system.prompt_processor.overhead_threshold=120", "system.prompt_processor.overhead_threshold"),
+    ("sds-image.yaml", "system.prompt_processor.perp_neg_f_sb=[1,.nan,0]", "system.prompt_processor.perp_neg_f_sb"),
+])
+def test_numeric_values_are_finite_and_bounded(recipe, override, key, tmp_path, capsys):
+    argv = ["--config", recipe, "--train", f"exp_root_dir={tmp_path / 'out'}", "system.prompt_processor.prompt=a cat",
+            override]
+    line = _launch_error(argv, capsys)
+    assert key in line, line
+    assert not (tmp_path / "out").exists()

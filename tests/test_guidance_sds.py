@@ -54,7 +54,7 @@ def test_sds_gradient_equals_hand_computation(model, weighting, clip, request, t
     with torch.no_grad():
         x_t = sched.add_noise(latents.detach(), noise, t)
         eps_text, eps_uncond = hand_eps(unet, sched, x_t, t, cond), hand_eps(unet, sched, x_t, t, uncond)
-    eps_cfg = eps_uncond + scale * (eps_text - eps_uncond)
+    eps_cfg = eps_text + scale * (eps_text - eps_uncond)  # threestudio's SDS guidance, as it writes it
     ab = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
     w = 1 - ab if weighting == "sds" else ab.sqrt() * (1 - ab)
     grad = w * (eps_cfg - noise)
@@ -72,7 +72,7 @@ def test_vae_encoding_uses_config_scaling_factor(tiny_sd):
     assert vae.config.scaling_factor == 0.35  # the tiny model's deliberately non-SD value
     rgb = torch.rand(2, 32, 32, 3)
     torch.manual_seed(3)
-    latents = g.prepare_latents(rgb, rgb_as_latents=False)
+    latents, _ = g.prepare_latents(rgb, rgb_as_latents=False)
     torch.manual_seed(3)
     with torch.no_grad():
         expected = vae.encode(rgb.permute(0, 3, 1, 2) * 2 - 1).latent_dist.sample() * 0.35
@@ -96,13 +96,13 @@ def test_inputs_are_resized_to_the_working_size(tiny_sd):
     assert g.image_size == 32  # UNet sample_size 16 x VAE downscale 2
     rgb = torch.rand(1, 64, 64, 3)
     torch.manual_seed(4)
-    latents = g.prepare_latents(rgb, rgb_as_latents=False)
+    latents, _ = g.prepare_latents(rgb, rgb_as_latents=False)
     small = F.interpolate(rgb.permute(0, 3, 1, 2), (32, 32), mode="bilinear", align_corners=False)
     torch.manual_seed(4)
     torch.testing.assert_close(latents, g.encode_images(small))
     lat8 = torch.randn(1, 4, 8, 8)
     expected = F.interpolate(lat8, (16, 16), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(g.prepare_latents(lat8, rgb_as_latents=True), expected)
+    torch.testing.assert_close(g.prepare_latents(lat8, rgb_as_latents=True)[0], expected)
 
 
 def test_gradient_reaches_renders_and_is_seeded(tiny_sd, tiny_prompt_utils):
@@ -142,15 +142,19 @@ def test_sqrt_anneal(tiny_sd):
         assert g.min_step == g.max_step == t
 
 
-def test_nan_to_num_and_clip_in_the_loss(tiny_sd):
+def test_clip_in_the_loss_and_nonfinite_values_kept(tiny_sd):
     g = SDS({"pretrained_model_name_or_path": tiny_sd, "grad_clip": 1.0})
     latents = torch.zeros(2, 1, 1, 2, requires_grad=True)
-    grad = torch.tensor([float("nan"), 0.5, -3.0, float("inf")]).view(2, 1, 1, 2)
+    grad = torch.tensor([0.25, 0.5, -3.0, 2.0]).view(2, 1, 1, 2)
     loss, used = g.reparameterised_loss(latents, grad)
     loss.backward()
-    expected = torch.tensor([0.0, 0.5, -1.0, 1.0]).view(2, 1, 1, 2)
+    expected = torch.tensor([0.25, 0.5, -1.0, 1.0]).view(2, 1, 1, 2)
     assert torch.equal(used, expected)
     torch.testing.assert_close(latents.grad, expected / 2)
+    for bad, check in ((float("nan"), torch.isnan), (float("inf"), torch.isinf), (-float("inf"), torch.isinf)):
+        grad = torch.tensor([bad, 0.5, -3.0, 2.0]).view(2, 1, 1, 2)
+        loss, used = g.reparameterised_loss(torch.zeros(2, 1, 1, 2, requires_grad=True), grad)
+        assert check(loss) and check(used[0, 0, 0, 0]) and used[1, 0, 0, 0] == -1.0  # kept, not zeroed or clipped
 
 
 def test_memory_options_do_not_change_the_result(tiny_sd, tiny_prompt_utils):
@@ -166,8 +170,9 @@ def test_memory_options_do_not_change_the_result(tiny_sd, tiny_prompt_utils):
 
 
 def test_text_to_image_call_without_cameras(tiny_sd, tiny_prompt_utils):
-    """Zero angles and an identity camera: no special case needed, base prompt when view-dependence is off."""
-    g = SDS({"pretrained_model_name_or_path": tiny_sd, "view_dependent_prompting": False, "guidance_scale": 1.0})
+    """Zero angles and an identity camera: no special case needed, base prompt when view-dependence is off.
+    threestudio's SDS scale 0 is the text-conditioned prediction alone."""
+    g = SDS({"pretrained_model_name_or_path": tiny_sd, "view_dependent_prompting": False, "guidance_scale": 0.0})
     latents = torch.randn(1, 4, 16, 16, requires_grad=True)
     t, noise = torch.tensor([400]), torch.randn(1, 4, 16, 16)
     zeros = dict(

@@ -29,12 +29,12 @@ def vsd(path, lora_path, **cfg):
 
 
 @torch.no_grad()
-def perturb(g, seed=0, lora=True, camera=True):
+def perturb(g, seed=0, lora=True, camera=True, scale=0.05):
     """Move the LoRA (B too) and camera embedding away from their initial values, as training would."""
     gen = torch.Generator().manual_seed(seed)
     params = (list(g.lora.parameters()) if lora else []) + (list(g.camera_embedding.parameters()) if camera else [])
     for p in params:
-        p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        p.add_(scale * torch.randn(p.shape, generator=gen))
 
 
 def hand_lora_unet(g, lora_path, folder):
@@ -179,6 +179,44 @@ def test_lora_scale(tiny_sd, tiny_sd_v, tmp_path):
         )
         # the scaling is restored exactly after a scaled call
         assert torch.equal(g.lora_forward(x, t, text, cam, 1.0), full)
+
+
+def test_lora_scale_after_training_scales_lora_and_camera_embedding(tiny_sd, tiny_sd_v, tiny_prompt_utils, tmp_path):
+    """Trained for a few steps (LoRA and camera embedding both moved), scale 0 is still exactly the base UNet whatever
+    the camera, and scale 0.5 halves both the LoRA update and the camera embedding's output."""
+    g = vsd(tiny_sd, tiny_sd_v)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-2)
+    cam_before = [p.detach().clone() for p in g.camera_embedding.parameters()]
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(5))
+    for _ in range(4):
+        out = g(latents, tiny_prompt_utils, **cameras(), c2w=c2w_batch(), rgb_as_latents=True)
+        opt.zero_grad()
+        out["loss_lora"].backward()
+        opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(cam_before, g.camera_embedding.parameters()))
+    torch.manual_seed(3)
+    x, t, text = torch.randn(2, 4, 16, 16), torch.tensor([400, 700]), torch.randn(2, 77, 32)
+    cam = c2w_batch().reshape(2, 16)
+    base = UNet2DConditionModel.from_pretrained(tiny_sd_v, subfolder="unet")
+    hand = hand_lora_unet(g, tiny_sd_v, tmp_path)
+    with torch.no_grad():
+        expected = base(x, t, encoder_hidden_states=text).sample
+        assert torch.equal(g.lora_forward(x, t, text, cam, 0.0), expected)
+        assert torch.equal(g.lora_forward(x, t, text, torch.zeros_like(cam), 0.0), expected)
+        full = g.lora_forward(x, t, text, cam, 1.0)
+        torch.testing.assert_close(full, hand(x, t, encoder_hidden_states=text, class_labels=cam).sample,
+                                   atol=1e-5, rtol=1e-4)
+        hand.set_adapters(["phi"], weights=[0.5])
+        emb = hand.class_embedding
+        hand.class_embedding = nn.Sequential(emb, Halve())
+        torch.testing.assert_close(g.lora_forward(x, t, text, cam, 0.5),
+                                   hand(x, t, encoder_hidden_states=text, class_labels=cam).sample,
+                                   atol=1e-5, rtol=1e-4)
+
+
+class Halve(nn.Module):
+    def forward(self, x):
+        return 0.5 * x
 
 
 def test_lora_scale_zero_per_call_gives_zero_gradient(tiny_sd, tiny_prompt_utils):

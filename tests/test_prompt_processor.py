@@ -89,7 +89,7 @@ def test_cache_is_used_and_the_text_encoder_is_freed(tiny_sd, tmp_path, monkeypa
     gc.collect()
     assert len(refs) == 1 and refs[0]() is None  # loaded once, freed after use
     files = sorted(tmp_path.glob("*.safetensors"))
-    assert len(files) == 6  # prompt, negative prompt, four view prompts
+    assert len(files) == 7  # prompt, negative prompt, the empty prompt, four view prompts
 
     second = processor(tiny_sd, tmp_path, negative_prompt="ugly")()
     assert len(refs) == 1  # everything came from the cache
@@ -97,7 +97,7 @@ def test_cache_is_used_and_the_text_encoder_is_freed(tiny_sd, tmp_path, monkeypa
     processor(tiny_sd, tmp_path, negative_prompt="ugly", use_cache=False)
     assert len(refs) == 2
     processor(tiny_sd, tmp_path, negative_prompt="ugly", prompt="a dog")
-    assert len(refs) == 3 and len(list(tmp_path.glob("*.safetensors"))) == 6 + 5  # only new prompts encoded
+    assert len(refs) == 3 and len(list(tmp_path.glob("*.safetensors"))) == 7 + 5  # only new prompts encoded
 
 
 def test_empty_prompt_is_a_clear_error(tiny_sd, tmp_path):
@@ -112,3 +112,35 @@ def test_missing_model_offline(tmp_path):
         PP({"pretrained_model_name_or_path": "someone/not-a-cached-model", "cache_dir": str(tmp_path)})
     msg = str(e.value)
     assert "someone/not-a-cached-model" in msg and "pretrained_model_name_or_path" in msg and "\n" not in msg
+
+
+def test_a_prompt_over_the_encoder_length_is_reported_once(tiny_sd, tmp_path, capsys):
+    long = " ".join(["a red cube on a table"] * 14)  # 84 words: more than 77 tokens
+    tok = CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer")
+    n = len(tok(long, verbose=False).input_ids)
+    assert n > 77
+    PP({"pretrained_model_name_or_path": tiny_sd, "cache_dir": str(tmp_path), "prompt": long},
+       prefix="system.prompt_processor")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"warning: system.prompt_processor.prompt: '{long}' is {n} tokens") and "77" in lines[0]
+    assert "4 more of the prompts" in lines[0]  # the four view prompts lose their suffix
+    PP({"pretrained_model_name_or_path": tiny_sd, "cache_dir": str(tmp_path), "prompt": long})  # from the cache
+    assert len([line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]) == 1
+    processor(tiny_sd, tmp_path)
+    assert "warning" not in capsys.readouterr().err  # a prompt that fits says nothing
+
+
+def test_a_negative_prompt_over_the_length_names_its_key(tiny_sd, tmp_path, capsys):
+    long = " ".join(["blurry"] * 90)
+    processor(tiny_sd, tmp_path, negative_prompt=long, view_dependent_prompting=False)
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert line.startswith("warning: negative_prompt: ") and "more of the prompts" not in line
+
+
+def test_null_and_negative_embeddings_are_kept_apart(tiny_sd, tiny_embedding_cache):
+    pu = processor(tiny_sd, tiny_embedding_cache, negative_prompt="blurry")()
+    hand = hand_embeddings(tiny_sd, ["blurry", ""])
+    torch.testing.assert_close(pu.uncond_text_embeddings[0], hand[0])  # threestudio's uncond: the negative prompt
+    torch.testing.assert_close(pu.get_null_embeddings(3, torch.device("cpu")), hand[1].expand(3, -1, -1))
+    assert not torch.allclose(hand[0], hand[1])

@@ -53,19 +53,20 @@ def test_particles_change_and_stay_finite(tiny_sd, tiny_embedding_cache, guidanc
 
 
 def test_vsd_with_true_noise_as_estimator_reduces_to_sds(tiny_sd, tiny_embedding_cache):
-    """One particle, eps_phi := the sampled noise: VSD's update w(t)(eps_cfg - eps_phi) is SDS's w(t)(eps_cfg - eps)."""
+    """One particle, eps_phi := the sampled noise: VSD's update w(t)(eps_cfg - eps_phi) is SDS's w(t)(eps_cfg - eps).
+    VSD's 7.5 is a diffusers scale, SDS's threestudio form of it is 6.5."""
     vsd = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-vsd-guidance", n_particles=1)
-    sds = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-guidance", n_particles=1, guidance_scale=7.5)
+    sds = make_system(tiny_sd, tiny_embedding_cache, "stable-diffusion-guidance", n_particles=1, guidance_scale=6.5)
     with torch.no_grad():
         sds.particles.copy_(vsd.particles)
     guidance = vsd.guidance
-    original = guidance.baseline
+    original = guidance.estimate
 
-    def true_noise_baseline(step, **kwargs):
-        _, extra = original(step, **kwargs)  # the LoRA loss is still computed, as in training
+    def true_noise_estimate(step, lora_scale=None):
+        _, extra = original(step, lora_scale)  # the LoRA loss is still computed, as in training
         return step.noise, extra
 
-    guidance.baseline = true_noise_baseline
+    guidance.estimate = true_noise_estimate
     t = torch.tensor([500])
     noise = torch.randn(vsd.particles.shape, generator=torch.Generator().manual_seed(3))
     grads = []
@@ -77,7 +78,7 @@ def test_vsd_with_true_noise_as_estimator_reduces_to_sds(tiny_sd, tiny_embedding
     assert grads[0].abs().max() > 0
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
     # and the real VSD baseline (the LoRA model's prediction) gives a different update: the check can fail
-    guidance.baseline = original
+    guidance.estimate = original
     out = vsd.guidance(vsd.images_input(), vsd.prompt_utils, **null_camera(1, vsd.device), rgb_as_latents=True,
                        t=t, noise=noise)
     (real,) = torch.autograd.grad(out["loss_vsd"], vsd.particles)

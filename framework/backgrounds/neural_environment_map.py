@@ -10,6 +10,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.backgrounds.base import BaseBackground
+from framework.config import PositiveInt, Probability
 from framework.networks.activations import get_activation
 from framework.networks.mlp import MLPConfig, VanillaMLP
 from framework.networks.spherical_harmonics import SphericalHarmonicsConfig, SphericalHarmonicsEncoding
@@ -21,7 +22,7 @@ class NeuralEnvironmentMapBackground(BaseBackground):
 
     @dataclass
     class Config:
-        n_output_dims: int = 3
+        n_output_dims: PositiveInt = 3
         """Colour channels."""
         color_activation: str = "sigmoid"
         """Activation of the MLP output."""
@@ -31,7 +32,7 @@ class NeuralEnvironmentMapBackground(BaseBackground):
         """The MLP from the encoded direction to colour."""
         random_aug: bool = True
         """In training, replace the map by a random colour per image with probability random_aug_prob."""
-        random_aug_prob: float = 0.5
+        random_aug_prob: Probability = 0.5
         """Probability of the random colour."""
         eval_color: Optional[Tuple[float, ...]] = None
         """A fixed colour for validation and test renders (null: the learned map)."""
@@ -39,9 +40,16 @@ class NeuralEnvironmentMapBackground(BaseBackground):
     cfg: Config
 
     def configure(self, **kwargs: Any) -> None:
-        self.color_act = get_activation(self.cfg.color_activation, "background.color_activation")
-        self.encoding = SphericalHarmonicsEncoding(self.cfg.dir_encoding_config)
-        self.network = VanillaMLP(self.encoding.n_output_dims, self.cfg.n_output_dims, self.cfg.mlp_network_config)
+        cfg = self.cfg
+        if cfg.eval_color is not None and len(cfg.eval_color) != cfg.n_output_dims:
+            raise self.config_error(
+                "eval_color", f"needs {cfg.n_output_dims} values (n_output_dims), got {list(cfg.eval_color)}"
+            )
+        self.color_act = get_activation(cfg.color_activation, self.key("color_activation"))
+        self.encoding = SphericalHarmonicsEncoding(cfg.dir_encoding_config)
+        self.network = VanillaMLP(
+            self.encoding.n_output_dims, cfg.n_output_dims, cfg.mlp_network_config, self.key("mlp_network_config")
+        )
 
     def forward(self, dirs: Tensor) -> Tensor:
         cfg = self.cfg

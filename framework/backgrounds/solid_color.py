@@ -11,7 +11,7 @@ from torch import Tensor
 
 from framework import registry
 from framework.backgrounds.base import BaseBackground
-from framework.errors import ConfigError
+from framework.config import PositiveInt, Probability
 
 
 @registry.register("background", "solid-color-background")
@@ -20,7 +20,7 @@ class SolidColorBackground(BaseBackground):
 
     @dataclass
     class Config:
-        n_output_dims: int = 3
+        n_output_dims: PositiveInt = 3
         """Colour channels."""
         color: Tuple[float, ...] = (1.0, 1.0, 1.0)
         """The colour (one value per channel)."""
@@ -28,16 +28,15 @@ class SolidColorBackground(BaseBackground):
         """Optimise the colour."""
         random_aug: bool = False
         """In training, replace the colour by a random one per image with probability random_aug_prob."""
-        random_aug_prob: float = 0.5
+        random_aug_prob: Probability = 0.5
         """Probability of the random colour."""
 
     cfg: Config
 
     def configure(self, **kwargs: Any) -> None:
         if len(self.cfg.color) != self.cfg.n_output_dims:
-            raise ConfigError(
-                f"config error: background.color: needs {self.cfg.n_output_dims} values (n_output_dims), "
-                f"got {list(self.cfg.color)}"
+            raise self.config_error(
+                "color", f"needs {self.cfg.n_output_dims} values (n_output_dims), got {list(self.cfg.color)}"
             )
         color = torch.tensor(self.cfg.color, dtype=torch.float32)
         if self.cfg.learned:

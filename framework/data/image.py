@@ -15,7 +15,9 @@ from torch.utils.data import Dataset
 
 from framework import registry
 from framework.data.base import BaseDataModule
-from framework.errors import ConfigError
+from framework.config import ImageSide, PositiveInt, config_error
+from framework.data.random_camera import Views
+from framework.utils.paths import require_regular_file
 
 
 def pixel_coords(height: int, width: int) -> torch.Tensor:
@@ -36,20 +38,67 @@ def procedural_image(height: int, width: int) -> torch.Tensor:
     return (base * (1 - disc) + colour * disc).clamp(0, 1)
 
 
-def load_image(path: str, height: int, width: int) -> torch.Tensor:
-    import imageio.v3 as iio
+MAX_IMAGE_VALUES = 256 * 1024 * 1024
+"""Largest target image read (pixels x channels, 8192 x 8192 RGBA): a bigger file is refused before it is decoded."""
 
+
+def load_image(path: str, height: int, width: int, key: str = "data.image_path") -> torch.Tensor:
+    """The image file ``path`` as ``(height, width, 3)`` floats in [0, 1] (area-resampled).
+
+    8- and 16-bit integer images are scaled by their type's maximum (65535 for 16 bits), float images must already lie
+    in [0, 1]; grey images are repeated to RGB; an alpha channel (grey+alpha or RGBA) is dropped, the colour kept
+    as stored. Anything else (an animation, more than 4 channels, another sample type) is refused with one line.
+    """
+    import imageio.v3 as iio
+    import numpy as np
+
+    fix = "give a PNG/JPEG path or leave it empty"
+    require_regular_file(path, f"config error: {key}: the file", fix)
     try:
-        img = torch.from_numpy(iio.imread(path)).float()
-    except FileNotFoundError:
-        raise ConfigError(f"config error: data.image_path: no file '{path}'; give a PNG/JPEG path or leave it empty") from None
+        props = iio.improps(path)
     except Exception as e:
-        raise ConfigError(f"config error: data.image_path: cannot read '{path}' as an image ({e})") from None
-    if img.ndim == 2:
-        img = img[..., None].repeat(1, 1, 3)
-    img = img[..., :3] / 255.0
-    img = torch.nn.functional.interpolate(img.permute(2, 0, 1)[None], (height, width), mode="area")
-    return img[0].permute(1, 2, 0).contiguous()
+        raise config_error(key, f"cannot read '{path}' as an image ({_first_line(e)})") from None
+    if props.shape is not None and int(np.prod(props.shape)) > MAX_IMAGE_VALUES:
+        raise config_error(
+            key, f"'{path}' has shape {tuple(props.shape)}, more than the {MAX_IMAGE_VALUES} values read; give a "
+            "smaller image (it is resampled to data.height x data.width anyway)"
+        )
+    try:
+        array = np.asarray(iio.imread(path))
+    except Exception as e:
+        raise config_error(key, f"cannot read '{path}' as an image ({_first_line(e)})") from None
+    if array.ndim == 4 and array.shape[0] == 1:  # a one-frame animation or one-page stack: that image
+        array = array[0]
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
+        raise config_error(
+            key, f"'{path}' has shape {array.shape}; expected one image with 1 to 4 channels (grey, grey+alpha, RGB, "
+            "RGBA), not an animation or a multi-page file"
+        )
+    if array.dtype == np.bool_:
+        img = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize <= 2 and np.iinfo(array.dtype).min == 0:
+        img = array.astype(np.float32) / float(np.iinfo(array.dtype).max)  # 255 for 8 bits, 65535 for 16
+    elif np.issubdtype(array.dtype, np.floating):
+        img = array.astype(np.float32)
+        if not np.isfinite(img).all() or img.min() < 0.0 or img.max() > 1.0:
+            raise config_error(
+                key, f"'{path}' holds floating-point values outside [0, 1] (or NaN/Inf); save it as an 8- or 16-bit "
+                "image, or scale it to [0, 1]"
+            )
+    else:
+        raise config_error(key, f"'{path}' has samples of type {array.dtype}; save it as an 8- or 16-bit image")
+    channels = img.shape[-1]
+    colour = img[..., :1].repeat(3, axis=-1) if channels in (1, 2) else img[..., :3]
+    tensor = torch.from_numpy(np.ascontiguousarray(colour))
+    tensor = torch.nn.functional.interpolate(tensor.permute(2, 0, 1)[None], (height, width), mode="area")
+    return tensor[0].permute(1, 2, 0).contiguous()
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 class _Views(Dataset):
@@ -78,24 +127,26 @@ class ImageDataModule(BaseDataModule):
     class Config:
         image_path: Optional[str] = None
         """Target image file; empty: a procedural test pattern."""
-        height: int = 64
+        height: ImageSide = 64
         """Height the target is resampled to."""
-        width: int = 64
+        width: ImageSide = 64
         """Width the target is resampled to."""
-        batch_size: int = 1024
+        batch_size: PositiveInt = 1024
         """Random pixels per training step."""
-        n_val_views: int = 1
+        n_val_views: Views = 1
         """Validation views (rotations of the image)."""
-        n_test_views: int = 12
+        n_test_views: Views = 12
         """Test views: the image rotated through a full turn, one frame each."""
 
     cfg: Config
 
     def configure(self) -> None:
         c = self.cfg
-        if c.height <= 0 or c.width <= 0 or c.batch_size <= 0:
-            raise ConfigError("config error: data: height, width and batch_size must be positive")
-        self.image = load_image(c.image_path, c.height, c.width) if c.image_path else procedural_image(c.height, c.width)
+        self.image = (
+            load_image(c.image_path, c.height, c.width, self.key("image_path"))
+            if c.image_path
+            else procedural_image(c.height, c.width)
+        )
         self.coords = pixel_coords(c.height, c.width)
 
     def sample_train(self, index: int, gen: torch.Generator) -> Dict[str, Any]:

@@ -17,16 +17,25 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from framework import registry
+from framework.config import Bounds, ImageSide, NonNegativeFloat, PositiveFloat, Step
 from framework.data.base import BaseDataModule
 from framework.data.cameras import camera_batch
-from framework.errors import ConfigError
+
+Elevation = Annotated[float, Bounds(ge=-90, le=90)]
+"""An elevation in degrees: -90 (below) to 90 (above)."""
+FieldOfView = Annotated[float, Bounds(gt=0, lt=180)]
+"""A vertical field of view in degrees, strictly between 0 and 180."""
+BatchSize = Annotated[int, Bounds(ge=1, le=4096)]
+"""Cameras per training batch (each renders a whole image)."""
+Views = Annotated[int, Bounds(ge=1, le=100000)]
+"""Validation or test views (one rendered image each)."""
 
 
 def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
@@ -43,51 +52,51 @@ class RandomCameraDataModule(BaseDataModule):
 
     @dataclass
     class Config:
-        height: Union[int, List[int]] = field(default_factory=lambda: [64, 512])
+        height: Union[ImageSide, List[ImageSide]] = field(default_factory=lambda: [64, 512])
         """Training image height, or one height per resolution stage (see resolution_milestones)."""
-        width: Union[int, List[int]] = field(default_factory=lambda: [64, 512])
+        width: Union[ImageSide, List[ImageSide]] = field(default_factory=lambda: [64, 512])
         """Training image width, or one width per resolution stage."""
-        batch_size: Union[int, List[int]] = field(default_factory=lambda: [1, 1])
+        batch_size: Union[BatchSize, List[BatchSize]] = field(default_factory=lambda: [1, 1])
         """Cameras per training batch, or one batch size per resolution stage."""
-        resolution_milestones: List[int] = field(default_factory=lambda: [5000])
+        resolution_milestones: List[Step] = field(default_factory=lambda: [5000])
         """Steps at which the next height/width/batch_size stage starts (one fewer than the stages)."""
-        eval_height: int = 512
+        eval_height: ImageSide = 512
         """Height of validation and test renders."""
-        eval_width: int = 512
+        eval_width: ImageSide = 512
         """Width of validation and test renders."""
-        n_val_views: int = 1
+        n_val_views: Views = 1
         """Number of validation views, evenly spaced in azimuth starting at 0."""
-        n_test_views: int = 120
+        n_test_views: Views = 120
         """Number of test views (the frames of the orbit video), evenly spaced over a full turn."""
-        elevation_range: Tuple[float, float] = (-10.0, 45.0)
+        elevation_range: Tuple[Elevation, Elevation] = (-10.0, 45.0)
         """Training elevation range in degrees (-90 below, 90 above)."""
         azimuth_range: Tuple[float, float] = (-180.0, 180.0)
         """Training azimuth range in degrees (0 is the +x axis, 90 the +y axis)."""
-        camera_distance_range: Tuple[float, float] = (1.0, 1.5)
+        camera_distance_range: Tuple[PositiveFloat, PositiveFloat] = (1.0, 1.5)
         """Training camera distance range from the origin."""
-        fovy_range: Tuple[float, float] = (40.0, 70.0)
+        fovy_range: Tuple[FieldOfView, FieldOfView] = (40.0, 70.0)
         """Training vertical field of view range in degrees."""
-        camera_perturb: float = 0.0
+        camera_perturb: NonNegativeFloat = 0.0
         """Half-width of the uniform noise added to each camera position coordinate."""
-        center_perturb: float = 0.0
+        center_perturb: NonNegativeFloat = 0.0
         """Standard deviation of the normal noise added to the look-at center."""
-        up_perturb: float = 0.0
+        up_perturb: NonNegativeFloat = 0.0
         """Standard deviation of the normal noise added to the up vector."""
-        light_position_perturb: float = 1.0
+        light_position_perturb: NonNegativeFloat = 1.0
         """dreamfusion light sampling: standard deviation of the noise added to the camera position."""
-        light_distance_range: Tuple[float, float] = (0.8, 1.5)
+        light_distance_range: Tuple[PositiveFloat, PositiveFloat] = (0.8, 1.5)
         """Distance range of the point light from the origin."""
-        eval_elevation_deg: float = 15.0
+        eval_elevation_deg: Elevation = 15.0
         """Elevation of the validation and test orbit, in degrees."""
-        eval_camera_distance: float = 1.5
+        eval_camera_distance: PositiveFloat = 1.5
         """Camera distance of the validation and test orbit."""
-        eval_fovy_deg: float = 70.0
+        eval_fovy_deg: FieldOfView = 70.0
         """Vertical field of view of validation and test views, in degrees."""
         light_sample_strategy: Literal["dreamfusion", "magic3d"] = "dreamfusion"
         """dreamfusion: light around the camera direction; magic3d: light within 60 degrees of the camera direction."""
         batch_uniform_azimuth: bool = True
         """Stratify the azimuths of a batch so that they cover the azimuth range."""
-        progressive_until: int = 0
+        progressive_until: Step = 0
         """Widen elevation and azimuth ranges linearly from the front view to the full ones until this step (0: off)."""
         rays_d_normalize: bool = True
         """Normalise ray directions (depth is then a distance along the ray)."""
@@ -101,38 +110,30 @@ class RandomCameraDataModule(BaseDataModule):
         self.batch_sizes = _as_list(cfg.batch_size)
         n = max(len(self.heights), len(self.widths), len(self.batch_sizes))
         for key, values in (("height", self.heights), ("width", self.widths), ("batch_size", self.batch_sizes)):
+            if not values:
+                raise self.config_error(key, "is an empty list; give a value or one value per resolution stage")
             if len(values) == 1 and n > 1:
                 values *= n
             elif len(values) != n:
-                raise ConfigError(
-                    f"config error: data.{key}: has {len(values)} stages but another of height/width/batch_size has "
-                    f"{n}; give each the same number of values (or a single value)"
+                raise self.config_error(
+                    key,
+                    f"has {len(values)} stages but another of height/width/batch_size has {n}; give each the same "
+                    "number of values (or a single value)",
                 )
-            if any(v <= 0 for v in values):
-                raise ConfigError(f"config error: data.{key}: values must be positive, got {values}")
         milestones = list(cfg.resolution_milestones)
         if n == 1:
             milestones = []
         elif len(milestones) != n - 1:
-            raise ConfigError(
-                f"config error: data.resolution_milestones: {n} resolution stages need {n - 1} milestones, "
-                f"got {milestones}"
+            raise self.config_error(
+                "resolution_milestones", f"{n} resolution stages need {n - 1} milestones, got {milestones}"
             )
         if milestones != sorted(milestones):
-            raise ConfigError(f"config error: data.resolution_milestones: must increase, got {milestones}")
+            raise self.config_error("resolution_milestones", f"must increase, got {milestones}")
         self.milestones = milestones
         for key in ("elevation_range", "azimuth_range", "camera_distance_range", "fovy_range", "light_distance_range"):
             low, high = getattr(cfg, key)
             if high < low:
-                raise ConfigError(
-                    f"config error: data.{key}: expected [low, high] with low <= high, got [{low}, {high}]"
-                )
-        if not -90.0 <= cfg.elevation_range[0] <= cfg.elevation_range[1] <= 90.0:
-            raise ConfigError(
-                f"config error: data.elevation_range: must lie within [-90, 90], got {cfg.elevation_range}"
-            )
-        if cfg.n_val_views < 1 or cfg.n_test_views < 1:
-            raise ConfigError("config error: data.n_val_views/n_test_views: need at least one view")
+                raise self.config_error(key, f"expected [low, high] with low <= high, got [{low}, {high}]")
         self.global_step = 0
 
     # ----------------------------------------------------------------------------------------------------- schedules

@@ -15,13 +15,15 @@ Normals point outward: along the negative density gradient.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Tuple, Union
+from typing import Annotated, Any, Dict, Literal, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from framework.config import Bounds, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from framework.errors import UserError
+from framework.geometry.mesh import Mesh
 from framework.module import BaseModule
 
 
@@ -39,43 +41,6 @@ def contract_to_unit_cube(x: Tensor, bbox: Tensor, unbounded: bool = False) -> T
     far = mag > 1.0
     x = torch.where(far, (2.0 - 1.0 / mag.clamp(min=1.0)) * x / mag.clamp(min=1e-12), x)
     return x / 4.0 + 0.5
-
-
-@dataclass
-class Mesh:
-    """A triangle mesh: vertices ``v_pos (V, 3)``, faces ``t_pos_idx (F, 3)`` counter-clockwise seen from outside."""
-
-    v_pos: Tensor
-    t_pos_idx: Tensor
-
-    @property
-    def n_faces(self) -> int:
-        return int(self.t_pos_idx.shape[0])
-
-    def remove_small_components(self, threshold: Union[int, float]) -> "Mesh":
-        """Drop connected components with fewer faces than ``threshold`` (a fraction of all faces when below 1)."""
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        faces = self.t_pos_idx.cpu().numpy()
-        n_vertices = self.v_pos.shape[0]
-        if len(faces) == 0:
-            return self
-        min_faces = threshold * len(faces) if threshold < 1 else threshold
-        rows = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-        cols = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_vertices, n_vertices))
-        _, labels = connected_components(graph, directed=False)
-        face_labels = labels[faces[:, 0]]
-        counts = np.bincount(face_labels)
-        keep_faces = faces[counts[face_labels] >= min_faces]
-        used = np.unique(keep_faces)
-        remap = np.full(n_vertices, -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        return Mesh(
-            self.v_pos[torch.as_tensor(used, device=self.v_pos.device)],
-            torch.as_tensor(remap[keep_faces], dtype=torch.long, device=self.t_pos_idx.device),
-        )
 
 
 def marching_cubes(field: np.ndarray, threshold: float, bbox: np.ndarray) -> Mesh:
@@ -96,7 +61,7 @@ class BaseGeometry(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the scene's bounding box, centered at the origin."""
 
     cfg: Config
@@ -120,18 +85,18 @@ class BaseImplicitGeometry(BaseGeometry):
         """Whether the field can be meshed (export)."""
         isosurface_method: Literal["mc-cpu"] = "mc-cpu"
         """Meshing method: marching cubes on the CPU (PyMCubes)."""
-        isosurface_resolution: int = 128
+        isosurface_resolution: Annotated[int, Bounds(ge=2, le=1024)] = 128
         """Grid vertices per axis for marching cubes."""
         isosurface_threshold: Union[float, Literal["auto"]] = 25.0
         """Density of the surface; auto: the mean density of the grid points with density above 1e-5."""
-        isosurface_chunk: int = 65536
+        isosurface_chunk: NonNegativeInt = 65536
         """Points per field evaluation while meshing (0: all at once)."""
         isosurface_coarse_to_fine: bool = True
         """Mesh once on the bounding box, then again on the mesh's box enlarged by 10% (finer detail)."""
         isosurface_remove_outliers: bool = True
         """Drop small disconnected pieces of the mesh."""
-        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
-        """Pieces with fewer faces than this are dropped (a fraction of all faces when below 1)."""
+        isosurface_outlier_n_faces_threshold: Union[NonNegativeInt, NonNegativeFloat] = 0.01
+        """Smaller pieces are dropped: an int is a face count, a float a fraction of the largest piece's faces."""
 
     cfg: Config
 
@@ -162,14 +127,15 @@ class BaseImplicitGeometry(BaseGeometry):
         if not field.min() < threshold < field.max():
             raise UserError(
                 f"isosurface: no surface at density {threshold:g} (the density on the grid lies in "
-                f"[{field.min():g}, {field.max():g}]); set geometry.isosurface_threshold inside that range or to auto"
+                f"[{field.min():g}, {field.max():g}]); set {self.key('isosurface_threshold')} inside that range "
+                "or to auto"
             )
         return marching_cubes(field, threshold, bbox.cpu().numpy()), threshold, field
 
     def isosurface(self) -> Mesh:
         """Mesh the surface ``field == isosurface_threshold`` by marching cubes (positions in world units)."""
         if not self.cfg.isosurface:
-            raise UserError("isosurface: disabled by geometry.isosurface: false")
+            raise UserError(f"isosurface: disabled by {self.key('isosurface')}: false")
         mesh, _, _ = self._isosurface(self.bbox)
         if self.cfg.isosurface_coarse_to_fine and mesh.n_faces > 0:
             vmin, vmax = mesh.v_pos.amin(dim=0).to(self.bbox), mesh.v_pos.amax(dim=0).to(self.bbox)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.errors import ConfigError
+from framework.config import NonNegativeInt, PositiveFloat
 from framework.networks.activations import get_activation
 from framework.geometry.base import BaseImplicitGeometry, contract_to_unit_cube
 from framework.networks.hash_grid import HashGridConfig, HashGridEncoding
@@ -37,9 +37,9 @@ class ImplicitVolume(BaseImplicitGeometry):
 
     @dataclass
     class Config(BaseImplicitGeometry.Config):
-        n_input_dims: int = 3
+        n_input_dims: Literal[3] = 3
         """Dimension of the points (3)."""
-        n_feature_dims: int = 3
+        n_feature_dims: NonNegativeInt = 3
         """Features per point passed to the material (0: density only)."""
         density_activation: str = "softplus"
         """Activation turning the raw density into a non-negative one (softplus, trunc_exp, exp, relu, ...)."""
@@ -47,7 +47,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         """Pre-activation density offset: a blob at the origin (blob_magic3d, blob_dreamfusion) or a constant."""
         density_blob_scale: float = 10.0
         """Height of the density blob (pre-activation)."""
-        density_blob_std: float = 0.5
+        density_blob_std: PositiveFloat = 0.5
         """Radius scale of the density blob."""
         pos_encoding_config: HashGridConfig = field(default_factory=HashGridConfig)
         """Multiresolution hash grid encoding of the points."""
@@ -55,7 +55,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         """The density, feature and (pred) normal MLPs."""
         normal_type: Optional[NormalType] = None
         """How normals are computed: finite_difference, finite_difference_laplacian, analytic, pred; null: none."""
-        finite_difference_normal_eps: float = 0.01
+        finite_difference_normal_eps: PositiveFloat = 0.01
         """Step of the finite-difference normals, in world units."""
 
     cfg: Config
@@ -63,17 +63,14 @@ class ImplicitVolume(BaseImplicitGeometry):
     def configure(self, **kwargs: Any) -> None:
         super().configure(**kwargs)
         cfg = self.cfg
-        if cfg.n_input_dims != 3:
-            raise ConfigError(
-                f"config error: geometry.n_input_dims: only 3-D points are supported, got {cfg.n_input_dims}"
-            )
-        self.density_act = get_activation(cfg.density_activation, "geometry.density_activation")
-        self.encoding = HashGridEncoding(cfg.n_input_dims, cfg.pos_encoding_config)
-        self.density_network = VanillaMLP(self.encoding.n_output_dims, 1, cfg.mlp_network_config)
+        self.density_act = get_activation(cfg.density_activation, self.key("density_activation"))
+        self.encoding = HashGridEncoding(cfg.n_input_dims, cfg.pos_encoding_config, self.key("pos_encoding_config"))
+        mlp, mlp_key = cfg.mlp_network_config, self.key("mlp_network_config")
+        self.density_network = VanillaMLP(self.encoding.n_output_dims, 1, mlp, mlp_key)
         if cfg.n_feature_dims > 0:
-            self.feature_network = VanillaMLP(self.encoding.n_output_dims, cfg.n_feature_dims, cfg.mlp_network_config)
+            self.feature_network = VanillaMLP(self.encoding.n_output_dims, cfg.n_feature_dims, mlp, mlp_key)
         if cfg.normal_type == "pred":
-            self.normal_network = VanillaMLP(self.encoding.n_output_dims, 3, cfg.mlp_network_config)
+            self.normal_network = VanillaMLP(self.encoding.n_output_dims, 3, mlp, mlp_key)
 
     @property
     def has_normal(self) -> bool:
@@ -113,9 +110,9 @@ class ImplicitVolume(BaseImplicitGeometry):
         """``density (..., 1)``, ``features (..., n_feature_dims)``, if asked ``normal``/``shading_normal (..., 3)``."""
         cfg = self.cfg
         if output_normal and cfg.normal_type is None:
-            raise ConfigError(
-                "config error: geometry.normal_type: normals were requested but normal_type is null; "
-                "set it to finite_difference, analytic or pred"
+            raise self.config_error(
+                "normal_type", "normals were requested but normal_type is null; set it to finite_difference, "
+                "analytic or pred"
             )
         grad_enabled = torch.is_grad_enabled()
         analytic = output_normal and cfg.normal_type == "analytic"

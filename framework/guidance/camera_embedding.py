@@ -77,14 +77,31 @@ def build_camera_embedding(kind: CameraConditionType, unet_config, zero_init: bo
     return emb
 
 
+class ScaledEmbedding(nn.Module):
+    """``scale * embedding(x)``: the camera embedding at a LoRA strength between 0 and 1 (a temporary wrapper)."""
+
+    def __init__(self, embedding: nn.Module, scale: float):
+        super().__init__()
+        self.embedding = embedding
+        self.scale = scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embedding(x) * self.scale
+
+
 @contextmanager
-def class_embedding(unet: nn.Module, embedding: Optional[nn.Module]) -> Iterator[None]:
-    """Set ``unet.class_embedding`` to ``embedding`` for the duration of a call, then restore what was there.
+def class_embedding(unet: nn.Module, embedding: Optional[nn.Module], scale: float = 1.0) -> Iterator[None]:
+    """Set ``unet.class_embedding`` to ``embedding`` (its output times ``scale``) for a call, then restore it.
 
     Keeping the camera embedding off the UNet between calls lets one UNet serve as the pretrained model (no class
-    embedding) and as the LoRA model, and keeps the embedding out of the frozen UNet's dtype casts.
+    embedding) and as the LoRA model, and keeps the embedding out of the frozen UNet's dtype casts. At ``scale`` 0
+    no class embedding is set at all: the UNet ignores ``class_labels`` and the camera has no effect.
     """
     previous = unet.class_embedding
+    if embedding is not None and scale == 0.0:
+        embedding = None
+    elif embedding is not None and scale != 1.0:
+        embedding = ScaledEmbedding(embedding, scale)
     unet.class_embedding = embedding
     try:
         yield

@@ -8,7 +8,8 @@ Notation (DDPM, Ho et al. 2020; v-prediction, Salimans & Ho 2022):
 Classifier-free guidance, one convention for the whole project (diffusers, Imagen):
 ``eps_cfg = eps_uncond + s * (eps_text - eps_uncond)``. ``s = 1`` is the text-conditioned prediction alone, ``s = 0``
 the unconditional one. threestudio's SDS guidance writes ``eps_text + s' * (eps_text - eps_uncond)``, which is
-``s = s' + 1`` here (its default 100 is 101 here); its VSD guidance already uses this convention.
+``s = s' + 1`` in this form; ``stable-diffusion-guidance`` keeps threestudio's meaning of its ``guidance_scale`` and
+converts it once before calling this function. threestudio's VSD guidance already uses this convention.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor
 from framework.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
-WeightingStrategy = Literal["sds", "uniform", "fantasia3d"]
+WeightingStrategy = Literal["sds", "uniform", "fantasia3d", "ism"]
 
 
 def classifier_free_guidance(eps_text: Tensor, eps_uncond: Tensor, scale: float) -> Tensor:
@@ -32,6 +33,28 @@ def classifier_free_guidance(eps_text: Tensor, eps_uncond: Tensor, scale: float)
         tensor([16.])
     """
     return eps_uncond + scale * (eps_text - eps_uncond)
+
+
+def perpendicular_component(x: Tensor, y: Tensor) -> Tensor:
+    """The part of each sample of ``x`` orthogonal to the same sample of ``y`` (B, ...): ``x - <x,y>/<y,y> y``
+    (``<y,y>`` floored at 1e-6, as threestudio)."""
+    dims = tuple(range(1, x.ndim))
+    coef = (x * y).sum(dims) / (y * y).sum(dims).clamp_min(1e-6)
+    return x - _per_sample(coef, x.ndim) * y
+
+
+def perp_neg_guidance(eps_pos: Tensor, eps_uncond: Tensor, eps_negs: Tensor, weights: Tensor, scale: float) -> Tensor:
+    """Perp-Neg (arXiv 2304.04968): ``eps_uncond + scale (e_pos + sum_k w_k perp(e_k, e_pos))`` with
+    ``e_pos = eps_pos - eps_uncond`` and ``e_k = eps_neg_k - eps_uncond``.
+
+    Shapes: eps_pos, eps_uncond (B, C, h, w); eps_negs (B, K, C, h, w); weights (B, K) (negative values push away).
+    """
+    e_pos = eps_pos - eps_uncond
+    total = e_pos
+    for k in range(eps_negs.shape[1]):
+        w = _per_sample(weights[:, k].to(e_pos.dtype), e_pos.ndim)
+        total = total + w * perpendicular_component(eps_negs[:, k] - eps_uncond, e_pos)
+    return eps_uncond + scale * total
 
 
 def _per_sample(v: Tensor, ndim: int) -> Tensor:
@@ -52,7 +75,18 @@ class NoiseSchedule:
                 "models can be used for score distillation"
             )
         self.num_train_timesteps: int = int(scheduler.config.num_train_timesteps)
+        if self.num_train_timesteps < 1:
+            raise ConfigError(
+                f"{key}: the model's scheduler has num_train_timesteps {self.num_train_timesteps}; a diffusion model "
+                "needs at least 1 (1000 for Stable Diffusion): fix scheduler/scheduler_config.json or use another model"
+            )
         self.alphas_cumprod: Tensor = scheduler.alphas_cumprod.detach().to(torch.float32).clone()
+        ab = self.alphas_cumprod
+        if ab.shape != (self.num_train_timesteps,) or not bool(((ab >= 0) & (ab <= 1)).all()):
+            raise ConfigError(
+                f"{key}: the model's scheduler gives noise levels (alphas_cumprod) outside [0, 1] or not one per "
+                "timestep; check the betas in scheduler/scheduler_config.json"
+            )
 
     def same_forward_process(self, other: "NoiseSchedule") -> bool:
         """Whether ``other`` noises latents exactly as this schedule does."""
@@ -94,7 +128,8 @@ class NoiseSchedule:
         """Score-distillation weight ``w(t)`` shaped (B, 1, ..., 1).
 
         ``sds``: ``1 - alpha_bar_t`` (DreamFusion); ``uniform``: 1;
-        ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``.
+        ``fantasia3d``: ``sqrt(alpha_bar_t) (1 - alpha_bar_t)``; ``ism``: ``sqrt((1 - alpha_bar_t) / alpha_bar_t)``
+        (LucidDreamer's, sigma_t / alpha_t).
         """
         ab = self.alpha_bar(t)
         if strategy == "sds":
@@ -103,6 +138,8 @@ class NoiseSchedule:
             w = torch.ones_like(ab)
         elif strategy == "fantasia3d":
             w = ab.sqrt() * (1.0 - ab)
+        elif strategy == "ism":
+            w = ((1.0 - ab) / ab).sqrt()
         else:
-            raise ConfigError(f"weighting_strategy: unknown '{strategy}'; use sds, uniform or fantasia3d")
+            raise ConfigError(f"weighting_strategy: unknown '{strategy}'; use sds, uniform, fantasia3d or ism")
         return _per_sample(w, ndim)

@@ -212,11 +212,23 @@ def _check_metadata(path: Path, meta: Dict, config) -> None:
     wants: List = [("r", config.r, "lora_rank"), ("lora_alpha", config.lora_alpha, "lora_alpha")]
     for field, value, key in wants:
         got = meta.get(f"{PREFIX}.{field}")
+        if got is not None and (isinstance(got, bool) or not isinstance(got, (int, float))):
+            raise CheckpointError(
+                f"LoRA weights '{path}': the adapter metadata {PREFIX}.{field} is {str(got)[:40]!r}, not a number; "
+                "the file is damaged or was not written by save_lora"
+            )
         if got is not None and float(got) != float(value):
             raise ConfigError(
                 f"{key}: is {value} but the LoRA weights '{path}' were trained with {got}; set {key}: {got}"
             )
     got_targets = meta.get(f"{PREFIX}.target_modules")
+    if got_targets is not None and not (
+        isinstance(got_targets, list) and all(isinstance(t, str) for t in got_targets)
+    ):
+        raise CheckpointError(
+            f"LoRA weights '{path}': the adapter metadata {PREFIX}.target_modules is {str(got_targets)[:40]!r}, not a "
+            "list of module names; the file is damaged or was not written by save_lora"
+        )
     if got_targets is not None and set(got_targets) != set(config.target_modules):
         raise ConfigError(
             f"lora_target_modules: is {sorted(config.target_modules)} but the LoRA weights '{path}' target "

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Probability, Steps
 from framework.errors import CheckpointError, ConfigError
-from framework.guidance.base import DistillationStep, StableDiffusionGuidanceBase
+from framework.guidance.base import StableDiffusionGuidanceBase
 from framework.guidance.camera_embedding import (
     CameraConditionType,
     build_camera_embedding,
@@ -46,6 +47,8 @@ from framework.guidance.camera_embedding import (
 )
 from framework.guidance.diffusion import NoiseSchedule, classifier_free_guidance
 from framework.guidance.lora import LoraWeights, inject_lora, read_safetensors
+from framework.guidance.lora_fit import lora_fit
+from framework.guidance.step import DistillationStep
 
 CAMERA_EMBEDDING_FILE = "camera_embedding.safetensors"
 
@@ -64,9 +67,12 @@ class LoraModel:
 
 @registry.register("guidance", "stable-diffusion-vsd-guidance")
 class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
-    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``."""
+    """VSD: returns ``loss_vsd``, ``loss_lora``, ``grad_norm``, ``min_step``, ``max_step``, and every
+    ``lora_fit_every`` steps the ``lora_fit/*`` diagnostic (``lora_fit/ratio`` on the progress bar)."""
 
     loss_name = "vsd"
+    progress_bar_keys = ("lora_fit/ratio",)
+    sparse_keys = ("lora_fit/",)
 
     @dataclass
     class Config(StableDiffusionGuidanceBase.Config):
@@ -78,11 +84,12 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Classifier-free guidance scale of the pretrained model (diffusers convention)."""
         guidance_scale_lora: float = 1.0
         """Camera CFG of the LoRA model, eps_nocam + s (eps_cam - eps_nocam); 1.0 runs the camera branch only."""
-        lora_scale: float = 1.0
-        """LoRA strength in every LoRA-model call: 0 is exactly the base UNet, 1 full; also per call (lora_scale=)."""
-        lora_rank: int = 4
+        lora_scale: NonNegativeFloat = 1.0
+        """Strength of the learnt adaptation (LoRA update and camera embedding output) in every LoRA-model call:
+        0 is exactly the base UNet, trained or not; 1 full; also per call (lora_scale=)."""
+        lora_rank: PositiveInt = 4
         """LoRA rank r."""
-        lora_alpha: float = 4.0
+        lora_alpha: PositiveFloat = 4.0
         """LoRA alpha; the update is scaled by alpha / r."""
         lora_target_modules: List[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
         """Attention projections that get a LoRA (every attention layer, self and cross)."""
@@ -90,9 +97,9 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """Folder written by save_lora to start the LoRA and camera embedding from; null: fresh (B = 0)."""
         lora_cfg_training: bool = True
         """Drop the camera condition per sample in LoRA training (teaches the no-camera prediction for camera CFG)."""
-        lora_camera_dropout: float = 0.1
+        lora_camera_dropout: Probability = 0.1
         """Per-sample probability of zeroing the camera condition when lora_cfg_training."""
-        lora_n_timestamp_samples: int = 1
+        lora_n_timestamp_samples: PositiveInt = 1
         """Timesteps drawn per latent for the LoRA loss."""
         lora_train_on_estimate: bool = False
         """Train the LoRA on the estimate's x_t and t: one LoRA forward serves both (t then in [min, max] step)."""
@@ -100,6 +107,13 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         """LoRA model's camera condition: extrinsics (c2w), mvp, spherical (elevation, sin/cos azimuth, distance)."""
         zero_init_camera_embedding: bool = True
         """Zero the camera embedding's last layer, so eps_phi starts as its base UNet; false: threestudio's init."""
+        lora_fit_every: Optional[Steps] = 100
+        """Measure the LoRA fit (lora_fit/* logs, docs/guidance.md) at steps N-1, 2N-1, ...; null: never. Make N a
+        multiple of trainer.log_every_n_steps so that every measurement is written."""
+        lora_fit_timesteps: List[NonNegativeInt] = field(default_factory=lambda: [100, 300, 500, 700, 900])
+        """The fixed timesteps of the LoRA-fit diagnostic."""
+        lora_fit_seed: NonNegativeInt = 0
+        """Seed of the diagnostic's fixed noise."""
 
     cfg: Config
 
@@ -107,10 +121,6 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
     def configure(self) -> None:
         super().configure()
         cfg = self.cfg
-        if cfg.lora_n_timestamp_samples < 1:
-            raise ConfigError(f"{self.key('lora_n_timestamp_samples')}: must be at least 1")
-        if not 0.0 <= cfg.lora_camera_dropout <= 1.0:
-            raise ConfigError(f"{self.key('lora_camera_dropout')}: {cfg.lora_camera_dropout} is not a probability")
         paths = cfg.pretrained_model_name_or_path, cfg.pretrained_model_name_or_path_lora
         shared = cfg.share_unet and _same_model(*paths)
         if shared:
@@ -147,6 +157,14 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         )
         if cfg.lora_weights_path:
             self.load_lora(cfg.lora_weights_path)
+        n = self.lora_schedule.num_train_timesteps
+        bad = [t for t in cfg.lora_fit_timesteps if not 0 <= t < n]
+        if bad or not cfg.lora_fit_timesteps:
+            raise ConfigError(
+                f"{self.key('lora_fit_timesteps')}: {bad[0] if bad else 'an empty list'} is no timestep of the LoRA "
+                f"model (0 to {n - 1}); give a few timesteps such as [100, 300, 500, 700, 900]"
+            )
+        self._lora_fit_step = -1
 
     def frozen_modules(self) -> List[nn.Module]:
         return super().frozen_modules() + [self.lora_model.unet]
@@ -163,9 +181,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
 
     # ---------------------------------------------------------------------------------------- LoRA model
     def lora_forward(self, x: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
-        """Raw LoRA-model output (fp32) at LoRA strength ``scale`` with camera condition ``camera`` (B, D)."""
+        """Raw LoRA-model output (fp32) with camera condition ``camera`` (B, D) at strength ``scale``: the LoRA update
+        and the camera embedding's output are both multiplied by it, so 0 is exactly the base UNet."""
         unet = self.lora_model.unet
-        with self.lora.scaled(scale), class_embedding(unet, self.camera_embedding):
+        with self.lora.scaled(scale), class_embedding(unet, self.camera_embedding, scale):
             return self.run_unet(unet, x, t, text, class_labels=camera)
 
     def lora_eps(self, noisy: Tensor, t: Tensor, text: Tensor, camera: Tensor, scale: float) -> Tensor:
@@ -217,9 +236,15 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         return torch.rand(n, device=device) >= self.cfg.lora_camera_dropout
 
     # ------------------------------------------------------------------------------------------- the step
-    def baseline(
+    def update(
         self, step: DistillationStep, lora_scale: Optional[float] = None, **kwargs: Any
     ) -> Tuple[Tensor, Dict[str, Any]]:
+        eps_phi, extra = self.estimate(step, lora_scale)
+        step.baseline = eps_phi
+        return step.eps_cfg - eps_phi, extra
+
+    def estimate(self, step: DistillationStep, lora_scale: Optional[float] = None) -> Tuple[Tensor, Dict[str, Any]]:
+        """``eps_phi`` at the step's ``x_t`` (no grad) and the LoRA loss (``loss_lora``, with the diagnostic)."""
         scale = self.cfg.lora_scale if lora_scale is None else float(lora_scale)
         b = step.latents.shape[0]
         text = step.prompt_utils.get_text_embeddings(
@@ -228,8 +253,10 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         camera = camera_condition(
             self.cfg.camera_condition_type, step.c2w, step.mvp_mtx, step.elevation, step.azimuth, step.camera_distances
         ).to(step.latents.device)
+        fit = self.lora_fit_due(step, text, camera, scale)
         if self.cfg.lora_train_on_estimate:
-            return self._estimate_and_train(step, text, camera, scale)
+            eps_phi, extra = self._estimate_and_train(step, text, camera, scale)
+            return eps_phi, {**extra, **fit}
         with torch.no_grad():
             eps_phi = self.lora_eps(step.noisy_latents, step.t, text, camera, scale)
         n = self.cfg.lora_n_timestamp_samples
@@ -238,7 +265,18 @@ class StableDiffusionVSDGuidance(StableDiffusionGuidanceBase):
         noise = torch.randn_like(latents)
         keep = self._keep_camera(b * n, latents.device)
         loss_lora = self.lora_training_loss(latents, text.repeat(n, 1, 1), camera.repeat(n, 1), t, noise, keep, scale)
-        return eps_phi, {"loss_lora": loss_lora}
+        return eps_phi, {"loss_lora": loss_lora, **fit}
+
+    def lora_fit_due(self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float) -> Dict[str, float]:
+        """The LoRA-fit diagnostic (:mod:`framework.guidance.lora_fit`) on this step's latents, once at steps
+        N-1, 2N-1, ... (N = ``lora_fit_every``, the steps Lightning writes logs at); an empty dict otherwise.
+        Measured before this step's LoRA update, on the latents this step trains on."""
+        every = self.cfg.lora_fit_every
+        if every is None or (self.global_step + 1) % every or self._lora_fit_step == self.global_step:
+            return {}
+        self._lora_fit_step = self.global_step
+        return lora_fit(self.lora_forward, self.lora_schedule, step.latents, text, camera,
+                        self.cfg.lora_fit_timesteps, scale, self.cfg.lora_fit_seed)
 
     def _estimate_and_train(
         self, step: DistillationStep, text: Tensor, camera: Tensor, scale: float

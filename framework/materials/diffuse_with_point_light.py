@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
+from framework.config import NonNegativeFloat, Probability, Step
 from framework.networks.activations import get_activation
 from framework.materials.base import BaseMaterial
 
@@ -37,15 +38,15 @@ class DiffuseWithPointLightMaterial(BaseMaterial):
 
     @dataclass
     class Config:
-        ambient_light_color: Tuple[float, float, float] = (0.1, 0.1, 0.1)
+        ambient_light_color: Tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (0.1, 0.1, 0.1)
         """Ambient light colour."""
-        diffuse_light_color: Tuple[float, float, float] = (0.9, 0.9, 0.9)
+        diffuse_light_color: Tuple[NonNegativeFloat, NonNegativeFloat, NonNegativeFloat] = (0.9, 0.9, 0.9)
         """Point light colour."""
-        ambient_only_steps: int = 1000
-        """Training steps at the start that render albedo only."""
-        diffuse_prob: float = 0.75
+        ambient_only_steps: Step = 1000
+        """Training steps at the start that render albedo only (until this step)."""
+        diffuse_prob: Probability = 0.75
         """Probability of a shaded (textureless or diffuse) training render after the ambient-only steps."""
-        textureless_prob: float = 0.5
+        textureless_prob: Probability = 0.5
         """Probability that a shaded training render is textureless."""
         albedo_activation: str = "sigmoid"
         """Activation turning the first three features into the albedo."""
@@ -55,7 +56,7 @@ class DiffuseWithPointLightMaterial(BaseMaterial):
     cfg: Config
 
     def configure(self, **kwargs: Any) -> None:
-        self.albedo_act = get_activation(self.cfg.albedo_activation, "material.albedo_activation")
+        self.albedo_act = get_activation(self.cfg.albedo_activation, self.key("albedo_activation"))
         self.register_buffer("ambient_light_color", torch.tensor(self.cfg.ambient_light_color, dtype=torch.float32))
         self.register_buffer("diffuse_light_color", torch.tensor(self.cfg.diffuse_light_color, dtype=torch.float32))
         self.ambient_only = False

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 from torch import Tensor
 
 from framework import registry
-from framework.errors import ConfigError
+from framework.config import PositiveInt
 from framework.networks.activations import get_activation
 from framework.networks.mlp import MLPConfig, VanillaMLP
 from framework.materials.base import BaseMaterial
@@ -19,11 +19,11 @@ class NoMaterial(BaseMaterial):
 
     @dataclass
     class Config:
-        n_output_dims: int = 3
+        n_output_dims: PositiveInt = 3
         """Colour channels."""
         color_activation: str = "sigmoid"
         """Activation applied to the colour (sigmoid, none, ...)."""
-        input_feature_dims: Optional[int] = None
+        input_feature_dims: Optional[PositiveInt] = None
         """Feature dimension fed to the MLP (set together with mlp_network_config to use one)."""
         mlp_network_config: Optional[MLPConfig] = None
         """An MLP from features to colour; null: features are the colour."""
@@ -32,14 +32,16 @@ class NoMaterial(BaseMaterial):
 
     def configure(self, **kwargs: Any) -> None:
         cfg = self.cfg
-        self.color_act = get_activation(cfg.color_activation, "material.color_activation")
+        self.color_act = get_activation(cfg.color_activation, self.key("color_activation"))
         self.use_network = cfg.input_feature_dims is not None and cfg.mlp_network_config is not None
         if (cfg.input_feature_dims is None) != (cfg.mlp_network_config is None):
-            raise ConfigError(
-                "config error: material.input_feature_dims/mlp_network_config: set both to use an MLP, or neither"
+            raise self.config_error(
+                "input_feature_dims", "input_feature_dims and mlp_network_config: set both to use an MLP, or neither"
             )
         if self.use_network:
-            self.network = VanillaMLP(cfg.input_feature_dims, cfg.n_output_dims, cfg.mlp_network_config)
+            self.network = VanillaMLP(
+                cfg.input_feature_dims, cfg.n_output_dims, cfg.mlp_network_config, self.key("mlp_network_config")
+            )
 
     def forward(self, features: Tensor, **kwargs: Any) -> Tensor:
         if self.use_network:

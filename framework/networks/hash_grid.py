@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from framework.errors import ConfigError
+from framework.config import Bounds, NonNegativeInt, PositiveInt, Step, Steps, config_error
+
+MAX_LOG2_HASHMAP_SIZE = 24
+"""Largest table of a level, 2^24 entries (Instant-NGP's largest; 16 levels of it are 2 GB of float32 features)."""
+
+MAX_LEVEL_RESOLUTION = 1 << 24
+"""Vertices per axis of the finest level beyond which positions lose all precision in float32."""
 
 PRIMES = (1, 2654435761, 805459861, 3674653429, 2097192037, 1434869437, 2165219737)
 """tiny-cuda-nn's coherent prime hash factors, one per input dimension."""
@@ -46,23 +52,23 @@ class HashGridConfig:
 
     otype: Literal["HashGrid", "ProgressiveBandHashGrid"] = "HashGrid"
     """HashGrid, or ProgressiveBandHashGrid: the same grid with its finer levels switched on over training."""
-    n_levels: int = 16
+    n_levels: Annotated[int, Bounds(ge=1, le=32)] = 16
     """Number of resolution levels."""
-    n_features_per_level: int = 2
-    """Features stored per table entry (1, 2, 4 or 8)."""
-    log2_hashmap_size: int = 19
+    n_features_per_level: Literal[1, 2, 4, 8] = 2
+    """Features stored per table entry (1, 2, 4 or 8, as in tiny-cuda-nn)."""
+    log2_hashmap_size: Annotated[int, Bounds(ge=1, le=MAX_LOG2_HASHMAP_SIZE)] = 19
     """log2 of the maximum number of table entries per level."""
-    base_resolution: int = 16
+    base_resolution: PositiveInt = 16
     """Vertices per axis of the coarsest level."""
-    per_level_scale: float = 1.447269237440378
+    per_level_scale: Annotated[float, Bounds(ge=1)] = 1.447269237440378
     """Resolution growth factor between levels (1.4473 with 16 levels from 16 gives a finest level of 4096)."""
     backend: Literal["auto", "torch", "tcnn"] = "auto"
     """auto: tiny-cuda-nn when importable and CUDA is available at build time, else PyTorch; or force one."""
-    start_level: int = 8
+    start_level: NonNegativeInt = 8
     """ProgressiveBandHashGrid: levels active at the start (the rest output zeros)."""
-    start_step: int = 2000
+    start_step: Step = 2000
     """ProgressiveBandHashGrid: the step from which one more level is switched on every update_steps."""
-    update_steps: int = 500
+    update_steps: Steps = 500
     """ProgressiveBandHashGrid: steps between two levels being switched on."""
 
 
@@ -149,15 +155,17 @@ class HashGridEncoding(nn.Module):
     torch.Size([5, 8])
     """
 
-    def __init__(self, n_input_dims: int, cfg: HashGridConfig):
+    def __init__(self, n_input_dims: int, cfg: HashGridConfig, key: str = "pos_encoding_config"):
         super().__init__()
-        if cfg.n_features_per_level not in (1, 2, 4, 8):
-            raise ConfigError(
-                "config error: n_features_per_level: must be 1, 2, 4 or 8 (as in tiny-cuda-nn), "
-                f"got {cfg.n_features_per_level}"
-            )
         if not 1 <= n_input_dims <= len(PRIMES):
-            raise ConfigError(f"config error: hash grid input dimension must be 1 to {len(PRIMES)}, got {n_input_dims}")
+            raise ValueError(f"hash grid input dimension must be 1 to {len(PRIMES)}, got {n_input_dims}")
+        finest = float(cfg.base_resolution) * float(cfg.per_level_scale) ** (cfg.n_levels - 1)
+        if not finest <= MAX_LEVEL_RESOLUTION:
+            raise config_error(
+                f"{key}.per_level_scale",
+                f"the finest level would have {finest:.3g} vertices per axis (base_resolution * per_level_scale ^ "
+                f"(n_levels - 1)), more than {MAX_LEVEL_RESOLUTION}; lower per_level_scale, n_levels or base_resolution",
+            )
         self.cfg = cfg
         self.n_input_dims = n_input_dims
         self.n_levels = cfg.n_levels
@@ -167,9 +175,7 @@ class HashGridEncoding(nn.Module):
         self.n_entries = sum(level.size for level in self.levels)
 
         if cfg.backend == "tcnn" and not tcnn_available():
-            raise ConfigError(
-                "config error: pos_encoding_config.backend: 'tcnn' needs tinycudann and CUDA; use 'auto' or 'torch'"
-            )
+            raise config_error(f"{key}.backend", "'tcnn' needs tinycudann and CUDA; use 'auto' or 'torch'")
         self.backend = "tcnn" if cfg.backend == "tcnn" or (cfg.backend == "auto" and tcnn_available()) else "torch"
 
         if self.backend == "tcnn":

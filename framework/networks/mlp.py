@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch.nn as nn
 from torch import Tensor
 
+from framework.config import Bounds, PositiveInt
 from framework.networks.activations import get_activation
 
 
@@ -21,9 +22,9 @@ class MLPConfig:
     """Hidden activation."""
     output_activation: str = "none"
     """Activation of the last layer (a name from framework.networks.activations)."""
-    n_neurons: int = 64
+    n_neurons: Annotated[int, Bounds(ge=1, le=16384)] = 64
     """Width of the hidden layers."""
-    n_hidden_layers: int = 1
+    n_hidden_layers: PositiveInt = 1
     """Number of hidden layers (at least 1)."""
 
 
@@ -37,8 +38,6 @@ class VanillaMLP(nn.Module):
 
     def __init__(self, dim_in: int, dim_out: int, cfg: MLPConfig, key: str = "mlp_network_config"):
         super().__init__()
-        if cfg.n_hidden_layers < 1:
-            raise ValueError(f"{key}.n_hidden_layers must be at least 1, got {cfg.n_hidden_layers}")
         layers: list = [nn.Linear(dim_in, cfg.n_neurons, bias=False), nn.ReLU(inplace=True)]
         for _ in range(cfg.n_hidden_layers - 1):
             layers += [nn.Linear(cfg.n_neurons, cfg.n_neurons, bias=False), nn.ReLU(inplace=True)]

@@ -8,13 +8,13 @@ directions themselves.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from framework.errors import ConfigError
+from framework.config import Bounds
 
 
 @dataclass
@@ -23,7 +23,7 @@ class SphericalHarmonicsConfig:
 
     otype: Literal["SphericalHarmonics"] = "SphericalHarmonics"
     """Encoding type."""
-    degree: int = 3
+    degree: Annotated[int, Bounds(ge=1, le=4)] = 3
     """Number of bands (1 to 4); the encoding has degree^2 outputs."""
 
 
@@ -60,8 +60,6 @@ class SphericalHarmonicsEncoding(nn.Module):
 
     def __init__(self, cfg: SphericalHarmonicsConfig):
         super().__init__()
-        if not 1 <= cfg.degree <= 4:
-            raise ConfigError(f"config error: dir_encoding_config.degree: must be 1 to 4, got {cfg.degree}")
         self.degree = cfg.degree
         self.n_output_dims = cfg.degree**2
 

@@ -10,6 +10,13 @@ Stacking order, stated once for the project: :meth:`PromptProcessorOutput.get_te
 (threestudio's order; diffusers pipelines stack ``[uncond; cond]``). The guidance splits a UNet output made from it
 with ``eps_text, eps_uncond = eps.chunk(2)``.
 
+"uncond" is threestudio's name for the negative prompt's embedding (the empty prompt unless ``negative_prompt`` is
+set). The *null* embedding, of the empty prompt whatever ``negative_prompt`` says, is kept apart
+(:meth:`PromptProcessorOutput.get_null_embeddings`): rules that need both (CSD's negative variant, NFSD) read both.
+Perp-Neg's embeddings (``use_perp_neg``) come from :meth:`PromptProcessorOutput.get_text_embeddings_perp_neg`, the
+source and target prompts of SDS-Bridge (``src_modifier``, ``tgt_modifier``) from
+:meth:`PromptProcessorOutput.get_bridge_embeddings`.
+
 View directions (azimuth in degrees, shifted to [-180, 180); thresholds from the config; later rules win):
 side by default; front if ``|azimuth| < front_threshold``; back if ``|azimuth| > 180 - back_threshold``; overhead if
 ``elevation > overhead_threshold``.
@@ -22,16 +29,30 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from framework.config import Bounds
 from framework.errors import ConfigError
 from framework.module import BaseObject
+from framework.prompt_processors.perp_neg import perp_neg_embeddings
 from framework.utils.naming import text_hash
 
 CACHE_TENSOR = "text_embedding"
+
+
+@dataclass
+class EncodedPrompts:
+    """What a text encoder made of a list of prompts."""
+
+    embeddings: Tensor
+    """(P, N, C) fp32 CPU embeddings."""
+    n_tokens: List[int]
+    """Tokens of each prompt before truncation (start and end tokens included)."""
+    max_tokens: int
+    """How many tokens the encoder reads; longer prompts are cut at the end."""
 
 
 def shift_azimuth_deg(azimuth: Tensor) -> Tensor:
@@ -101,13 +122,34 @@ class PromptProcessorOutput:
     """The negative prompt."""
     prompts_vd: List[str]
     """The prompt of each direction."""
+    null_text_embeddings: Optional[Tensor] = None
+    """(1, N, C) the empty prompt (classifier-free guidance's null condition), whatever negative_prompt says."""
+    use_perp_neg: bool = False
+    """Whether the guidance combines predictions with Perp-Neg (get_text_embeddings_perp_neg)."""
+    perp_neg_f_sb: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+    """Perp-Neg weight (a, b, c) of the side negative between side and back views."""
+    perp_neg_f_fsb: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+    """Perp-Neg weight (a, b, c) of the front negative between side and back views."""
+    perp_neg_f_fs: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+    """Perp-Neg weight (a, b, c) of the front negative between front and side views."""
+    perp_neg_f_sf: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+    """Perp-Neg weight (a, b, c) of the side negative between front and side views."""
+    src_text_embeddings_vd: Optional[Tensor] = None
+    """(V + 1, N, C) SDS-Bridge's source prompt (the renders' failure modes) of each direction, then of the plain
+    prompt; None unless configured."""
+    tgt_text_embeddings_vd: Optional[Tensor] = None
+    """(V + 1, N, C) SDS-Bridge's target prompt of each direction, then of the plain prompt; None unless configured."""
     _on_device: Dict[str, Dict[str, Tensor]] = field(default_factory=dict, repr=False)
+
+    TENSORS = ("text_embeddings", "uncond_text_embeddings", "text_embeddings_vd", "uncond_text_embeddings_vd",
+               "null_text_embeddings", "src_text_embeddings_vd", "tgt_text_embeddings_vd")
 
     def _tensors(self, device: torch.device) -> Dict[str, Tensor]:
         key = str(device)
         if key not in self._on_device:
-            names = ("text_embeddings", "uncond_text_embeddings", "text_embeddings_vd", "uncond_text_embeddings_vd")
-            self._on_device[key] = {name: getattr(self, name).to(device) for name in names}
+            self._on_device[key] = {
+                name: getattr(self, name).to(device) for name in self.TENSORS if getattr(self, name) is not None
+            }
         return self._on_device[key]
 
     def direction_index(self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor) -> Tensor:
@@ -138,6 +180,39 @@ class PromptProcessorOutput:
             uncond = t["uncond_text_embeddings"].expand(batch_size, -1, -1)
         return torch.cat([cond, uncond], dim=0)
 
+    def get_null_embeddings(self, batch_size: int, device: torch.device) -> Tensor:
+        """(B, N, C) embeddings of the empty prompt (the null condition), on ``device``."""
+        if self.null_text_embeddings is None:
+            raise ValueError("these prompt embeddings were made without the empty prompt's")
+        return self._tensors(device)["null_text_embeddings"].expand(batch_size, -1, -1)
+
+    def get_text_embeddings_perp_neg(
+        self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor
+    ) -> Tuple[Tensor, Tensor]:
+        """Perp-Neg's ``[pos; uncond; neg_1; neg_2]`` (4B, N, C) embeddings and negative weights (B, 2).
+
+        threestudio's construction (:mod:`framework.prompt_processors.perp_neg`); needs view-dependent prompts.
+        """
+        t = self._tensors(elevation.device)
+        idx = self.direction_index(elevation, azimuth, camera_distances)
+        return perp_neg_embeddings(
+            idx, shift_azimuth_deg(azimuth), t["text_embeddings_vd"], t["uncond_text_embeddings_vd"],
+            self.perp_neg_f_sb, self.perp_neg_f_fsb, self.perp_neg_f_fs, self.perp_neg_f_sf,
+        )
+
+    def get_bridge_embeddings(
+        self, elevation: Tensor, azimuth: Tensor, camera_distances: Tensor, view_dependent_prompting: bool = True
+    ) -> Tuple[Tensor, Tensor]:
+        """SDS-Bridge's (target, source) embeddings, each (B, N, C), per camera direction or of the first one."""
+        if self.src_text_embeddings_vd is None or self.tgt_text_embeddings_vd is None:
+            raise ValueError("these prompt embeddings were made without SDS-Bridge's source and target prompts")
+        t = self._tensors(elevation.device)
+        if view_dependent_prompting:
+            idx = self.direction_index(elevation, azimuth, camera_distances)
+        else:
+            idx = torch.full_like(elevation, len(self.directions), dtype=torch.long)  # the plain prompt's row
+        return t["tgt_text_embeddings_vd"][idx], t["src_text_embeddings_vd"][idx]
+
 
 class PromptProcessor(BaseObject):
     """Base of the prompt processors: prompts, view directions, the embedding cache. Subclasses encode text."""
@@ -158,16 +233,32 @@ class PromptProcessor(BaseObject):
         """Prompt of back views; null: '<prompt>, back view'."""
         prompt_overhead: Optional[str] = None
         """Prompt of overhead views; null: '<prompt>, overhead view'."""
-        front_threshold: float = 45.0
+        front_threshold: Annotated[float, Bounds(ge=0, le=180)] = 45.0
         """Cameras with |azimuth| below this (degrees) are front views."""
-        back_threshold: float = 45.0
+        back_threshold: Annotated[float, Bounds(ge=0, le=180)] = 45.0
         """Cameras with |azimuth| above 180 minus this (degrees) are back views."""
-        overhead_threshold: float = 60.0
+        overhead_threshold: Annotated[float, Bounds(ge=-90, le=90)] = 60.0
         """Cameras with elevation above this (degrees) are overhead views."""
         view_dependent_prompting: bool = True
         """Make per-view prompts; false: every view uses the base prompt."""
         view_dependent_prompt_front: bool = False
         """Write views as a prefix ('front view of <prompt>') instead of a suffix ('<prompt>, front view')."""
+        use_perp_neg: bool = False
+        """Perp-Neg (threestudio's): azimuth-interpolated view prompts, the other views as perpendicular negatives."""
+        perp_neg_f_sb: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+        """Perp-Neg weight a exp(-b r) + c of the side negative between side and back views."""
+        perp_neg_f_fsb: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+        """Perp-Neg weight a exp(-b r) + c of the front negative between side and back views."""
+        perp_neg_f_fs: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+        """Perp-Neg weight a exp(-b r) + c of the front negative between front and side views."""
+        perp_neg_f_sf: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+        """Perp-Neg weight a exp(-b r) + c of the side negative between front and side views."""
+        src_modifier: Optional[str] = None
+        """SDS-Bridge's source text, the renders' failure modes (e.g. 'oversaturated, smooth, blurry'); null: none."""
+        tgt_modifier: Optional[str] = None
+        """SDS-Bridge's target text, appended to the prompt as '<prompt>, <tgt_modifier>'; null: none."""
+        use_modifier_only: bool = True
+        """SDS-Bridge: the source prompt is src_modifier alone (true) or '<prompt>, <src_modifier>' (false)."""
         use_cache: bool = True
         """Read and write embeddings in cache_dir, so the text encoder loads only for new prompts."""
         cache_dir: str = ".cache/text_embeddings"
@@ -189,7 +280,17 @@ class PromptProcessor(BaseObject):
         self.negative_prompt = cfg.negative_prompt
         self.prompts_vd = [getattr(cfg, f"prompt_{d.name}", None) or d.prompt(self.prompt) for d in self.directions]
         self.negative_prompts_vd = [self.negative_prompt for _ in self.directions]
-        emb = self.embeddings([self.prompt, self.negative_prompt, *self.prompts_vd, *self.negative_prompts_vd])
+        if cfg.use_perp_neg and not cfg.view_dependent_prompting:
+            raise ConfigError(
+                f"{self.key('use_perp_neg')}: Perp-Neg combines the view prompts; set view_dependent_prompting: true"
+            )
+        bridge = self.bridge_prompts()
+        self._token_counts: Dict[str, Tuple[int, int]] = {}
+        emb = self.embeddings(
+            [self.prompt, self.negative_prompt, "", *self.prompts_vd, *self.negative_prompts_vd,
+             *[p for prompts in bridge for p in prompts]]
+        )
+        self.warn_truncated()
         self.output = PromptProcessorOutput(
             text_embeddings=emb[self.prompt][None],
             uncond_text_embeddings=emb[self.negative_prompt][None],
@@ -199,6 +300,14 @@ class PromptProcessor(BaseObject):
             prompt=self.prompt,
             negative_prompt=self.negative_prompt,
             prompts_vd=list(self.prompts_vd),
+            null_text_embeddings=emb[""][None],
+            use_perp_neg=cfg.use_perp_neg,
+            perp_neg_f_sb=tuple(cfg.perp_neg_f_sb),
+            perp_neg_f_fsb=tuple(cfg.perp_neg_f_fsb),
+            perp_neg_f_fs=tuple(cfg.perp_neg_f_fs),
+            perp_neg_f_sf=tuple(cfg.perp_neg_f_sf),
+            src_text_embeddings_vd=torch.stack([emb[p] for p in bridge[0]]) if bridge else None,
+            tgt_text_embeddings_vd=torch.stack([emb[p] for p in bridge[1]]) if bridge else None,
         )
         from framework.prompt_processors.vocabulary import warn_unknown_prompts
 
@@ -206,6 +315,41 @@ class PromptProcessor(BaseObject):
 
     def __call__(self) -> PromptProcessorOutput:
         return self.output
+
+    def bridge_prompts(self) -> Tuple[List[str], ...]:
+        """SDS-Bridge's (source, target) prompts of each direction and then of the plain prompt; () unless both
+        ``src_modifier`` and ``tgt_modifier`` are set (one alone is a ConfigError)."""
+        cfg = self.cfg
+        if cfg.src_modifier is None and cfg.tgt_modifier is None:
+            return ()
+        if cfg.src_modifier is None or cfg.tgt_modifier is None:
+            missing = "src_modifier" if cfg.src_modifier is None else "tgt_modifier"
+            raise ConfigError(f"{self.key(missing)}: SDS-Bridge needs both src_modifier and tgt_modifier; set it")
+        src = cfg.src_modifier if cfg.use_modifier_only else f"{self.prompt}, {cfg.src_modifier}"
+        tgt = f"{self.prompt}, {cfg.tgt_modifier}"
+        views = [*self.directions, Direction("plain", lambda s: s, self.directions[0].condition)]
+        return [d.prompt(src) for d in views], [d.prompt(tgt) for d in views]
+
+    def warn_truncated(self) -> None:
+        """One warning line when prompts are longer than the text encoder reads (they are cut at the end, view
+        suffixes included), naming the key of the first such prompt; nothing when all fit or counts are unknown."""
+        cut = [(p, n, m) for p, (n, m) in self._token_counts.items() if n > m]
+        if not cut:
+            return
+        prompt, n, limit = cut[0]
+        given = [f"prompt_{d.name}" for d in self.directions if getattr(self.cfg, f"prompt_{d.name}", None) == prompt]
+        if prompt == self.negative_prompt:
+            field = "negative_prompt"
+        elif prompt == self.prompt or not given:
+            field = "prompt"
+        else:
+            field = given[0]
+        others = f"; {len(cut) - 1} more of the prompts are cut too" if len(cut) > 1 else ""
+        print(
+            f"warning: {self.key(field)}: '{prompt}' is {n} tokens and the text encoder reads {limit} (start and end "
+            f"tokens included), so its end is cut, view suffixes such as ', side view' included{others}; shorten it",
+            file=sys.stderr,
+        )
 
     # ------------------------------------------------------------------------------------------- the cache
     def model_id(self) -> str:
@@ -225,6 +369,8 @@ class PromptProcessor(BaseObject):
     def _read_cache(self, prompt: str) -> Optional[Tensor]:
         """The cached embedding of ``prompt``, or None: missing, made for another model or prompt, or unreadable.
 
+        The file's token counts (prompt length before truncation, encoder length) are noted for :meth:`warn_truncated`.
+
         Only safetensors is read. A file that is not one (a pickle put in its place, a broken file) is reported in
         one warning line and re-encoded.
         """
@@ -238,7 +384,10 @@ class PromptProcessor(BaseObject):
                 meta = f.metadata() or {}
                 if meta.get("model") != self.model_id() or meta.get("prompt") != prompt:
                     return None
-                return f.get_tensor(CACHE_TENSOR)
+                tensor = f.get_tensor(CACHE_TENSOR)
+            if meta.get("n_tokens", "").isdigit() and meta.get("max_tokens", "").isdigit():
+                self._token_counts[prompt] = (int(meta["n_tokens"]), int(meta["max_tokens"]))
+            return tensor
         except (SafetensorError, OSError) as e:
             problem = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
             print(
@@ -248,15 +397,14 @@ class PromptProcessor(BaseObject):
             )
             return None
 
-    def _write_cache(self, prompt: str, embedding: Tensor) -> None:
+    def _write_cache(self, prompt: str, embedding: Tensor, n_tokens: int, max_tokens: int) -> None:
         from safetensors.torch import save_file
 
         path = self.cache_path(prompt)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file(
-            {CACHE_TENSOR: embedding.contiguous()}, str(tmp), metadata={"model": self.model_id(), "prompt": prompt}
-        )
+        meta = {"model": self.model_id(), "prompt": prompt, "n_tokens": str(n_tokens), "max_tokens": str(max_tokens)}
+        save_file({CACHE_TENSOR: embedding.contiguous()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
 
     def embeddings(self, prompts: Sequence[str]) -> Dict[str, Tensor]:
@@ -271,12 +419,13 @@ class PromptProcessor(BaseObject):
                 out[p] = cached
         if todo:
             encoded = self.encode_prompts(todo)
-            for p, e in zip(todo, encoded):
+            for p, e, n in zip(todo, encoded.embeddings, encoded.n_tokens):
                 out[p] = e
+                self._token_counts[p] = (n, encoded.max_tokens)
                 if self.cfg.use_cache:
-                    self._write_cache(p, e)
+                    self._write_cache(p, e, n, encoded.max_tokens)
         return out
 
-    def encode_prompts(self, prompts: List[str]) -> Tensor:
-        """(P, N, C) fp32 CPU embeddings of ``prompts``; loads the text encoder and frees it before returning."""
+    def encode_prompts(self, prompts: List[str]) -> EncodedPrompts:
+        """Embeddings (P, N, C, fp32, CPU) and token counts of ``prompts``; loads the text encoder and frees it."""
         raise NotImplementedError

@@ -1,1 +1,1 @@
-from framework.renderers import nerf_volume_renderer, sampling  # noqa: F401
+from framework.renderers import nerf_volume_renderer, nvdiff_rasterizer, sampling  # noqa: F401

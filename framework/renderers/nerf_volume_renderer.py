@@ -24,7 +24,7 @@ which lays out every candidate sample, renders chunks of ``eval_chunk_size // nu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 import nerfacc
 import torch
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from framework import registry
-from framework.errors import ConfigError
+from framework.config import Bounds, NonNegativeFloat, NonNegativeInt, PositiveFloat, Probability, Step, Steps
 from framework.module import BaseModule
 from framework.renderers.sampling import Samples, render_weights, sample_nerfacc, sample_torch
 
@@ -68,17 +68,17 @@ class NeRFVolumeRenderer(BaseModule):
 
     @dataclass
     class Config:
-        radius: float = 1.0
+        radius: PositiveFloat = 1.0
         """Half the side of the rendered bounding box (match geometry.radius)."""
-        num_samples_per_ray: int = 512
+        num_samples_per_ray: Annotated[int, Bounds(ge=1, le=65536)] = 512
         """Samples per ray before skipping: sets nerfacc's step (box diagonal / this) or the PyTorch sampler's count."""
-        eval_chunk_size: int = 160000
+        eval_chunk_size: NonNegativeInt = 160000
         """Most samples per network evaluation in eval mode (bounds memory at large eval resolutions); 0: no chunks."""
         randomized: bool = True
         """Jitter sample positions in training (stratified sampling); eval is always deterministic."""
-        near_plane: float = 0.0
+        near_plane: NonNegativeFloat = 0.0
         """Samples start at this distance from the ray origin."""
-        far_plane: float = 1e10
+        far_plane: Annotated[float, Bounds(gt=0, allow_inf=True)] = 1e10
         """Samples end at this distance from the ray origin."""
         return_comp_normal: bool = False
         """Also compute normals (when the geometry has them) and return comp_normal, even if the material needs none."""
@@ -88,19 +88,19 @@ class NeRFVolumeRenderer(BaseModule):
         """Skip empty space with the occupancy grid (false: every cell is occupied, no visibility pruning)."""
         prune_alpha_threshold: bool = True
         """Also drop samples with alpha below alpha_threshold and after early stop (one extra density pass)."""
-        alpha_threshold: float = 0.01
+        alpha_threshold: Probability = 0.01
         """Alpha below which a sample is dropped (nerfacc caps it at the grid's mean occupancy)."""
-        early_stop_eps: float = 1e-4
+        early_stop_eps: Probability = 1e-4
         """Transmittance below which the rest of a ray is dropped."""
-        grid_resolution: int = 32
+        grid_resolution: Annotated[int, Bounds(ge=1, le=1024)] = 32
         """Occupancy grid cells per axis."""
-        grid_update_interval: int = 16
+        grid_update_interval: Steps = 16
         """Training steps between occupancy grid updates."""
-        grid_warmup_steps: int = 256
+        grid_warmup_steps: Step = 256
         """Until this step every cell is re-evaluated at each update; afterwards a quarter of the cells."""
-        grid_occ_threshold: float = 0.01
+        grid_occ_threshold: NonNegativeFloat = 0.01
         """Occupancy (density x render step) above which a cell counts as occupied (capped at the mean)."""
-        grid_ema_decay: float = 0.95
+        grid_ema_decay: Probability = 0.95
         """Decay of a cell's occupancy between updates (its new value is max(decayed, measured))."""
         sampler: Literal["auto", "nerfacc", "torch"] = "auto"
         """auto: nerfacc's CUDA marcher for CUDA rays when its extension loads, the PyTorch sampler otherwise."""
@@ -112,12 +112,14 @@ class NeRFVolumeRenderer(BaseModule):
             raise TypeError("nerf-volume-renderer needs geometry=, material= and background= modules")
         self.sub_modules = _SubModules(geometry, material, background)
         cfg = self.cfg
-        if cfg.num_samples_per_ray < 1:
-            raise ConfigError("config error: renderer.num_samples_per_ray: must be at least 1")
+        if cfg.near_plane >= cfg.far_plane:
+            raise self.config_error(
+                "near_plane", f"{cfg.near_plane} is not below far_plane ({cfg.far_plane}); set near_plane < far_plane"
+            )
         if material.requires_normal and not getattr(geometry, "has_normal", True):
-            raise ConfigError(
-                f"config error: geometry.normal_type: the material ({type(material).__name__}) needs normals; "
-                "set normal_type to finite_difference, analytic or pred"
+            raise geometry.config_error(
+                "normal_type", f"the material ({type(material).__name__}) needs normals; set it to finite_difference, "
+                "analytic or pred"
             )
         r = cfg.radius
         self.register_buffer("bbox", torch.tensor([[-r, -r, -r], [r, r, r]], dtype=torch.float32))
@@ -182,9 +184,7 @@ class NeRFVolumeRenderer(BaseModule):
         if choice == "auto":
             return "nerfacc" if device.type == "cuda" and nerfacc_cuda_available() else "torch"
         if choice == "nerfacc" and not (device.type == "cuda" and nerfacc_cuda_available()):
-            raise ConfigError(
-                "config error: renderer.sampler: 'nerfacc' needs CUDA rays and nerfacc's CUDA extension; use 'auto'"
-            )
+            raise self.config_error("sampler", "'nerfacc' needs CUDA rays and nerfacc's CUDA extension; use 'auto'")
         return choice
 
     def _sigma_fn(self, positions: Tensor) -> Tensor:
