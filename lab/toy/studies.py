@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
 import lab.toy.broken  # noqa: F401  (registers the lab-vsd-* guidances)
 from lab.toy.metrics import colour_histogram, set_metrics
@@ -134,37 +133,24 @@ def train(rule: Rule, setting: Setting, out: Path, study: str) -> Tuple[Path, fl
 
 # ------------------------------------------------------------------------------------------------ 2D study
 @torch.no_grad()
-def lora_fit(guidance, latents: torch.Tensor, prompt_utils, cameras: Dict[str, torch.Tensor],
-             timesteps: Sequence[int] = (50, 200, 400, 600, 800, 950), seed: int = 0) -> Dict[str, float]:
-    """How well the VSD guidance's LoRA model predicts the noise of the particles' noisy latents, against the
-    frozen pretrained model, at fixed timesteps and seeded noise: ``lora_loss``, ``frozen_loss`` (noise-prediction
-    MSE, mean over the timesteps) and their ratio ``lora_fit`` (below 1: the LoRA learnt the particles' score).
+def lora_fit(guidance, latents: torch.Tensor, prompt_utils, cameras: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """The VSD guidance's LoRA-fit diagnostic (``framework.guidance.lora_fit``, docs/guidance.md) on the final
+    particles' latents (N, 4, h, w), with the guidance's own LoRA forward, schedule, timesteps, seed and scale:
+    ``lora_loss``, ``frozen_loss`` and their ratio ``lora_fit`` (below 1: the LoRA learnt the particles' score).
 
-    Shapes: latents (N, 4, h, w); cameras hold (N,) elevation, azimuth, camera_distances and (N, 4, 4) c2w,
-    mvp_mtx. Uses the guidance's own calls (``lora_eps`` with its camera CFG and LoRA scale; the pretrained UNet
-    in ``pretrained_context``), with x_t from the pretrained model's noise schedule.
+    ``cameras`` hold (N,) elevation, azimuth, camera_distances and (N, 4, 4) c2w, mvp_mtx.
     """
     from framework.guidance.camera_embedding import camera_condition
+    from framework.guidance.lora_fit import lora_fit as diagnostic
 
     n = latents.shape[0]
-    gen = torch.Generator().manual_seed(seed)
     text = prompt_utils.get_text_embeddings(cameras["elevation"], cameras["azimuth"], cameras["camera_distances"],
                                             view_dependent_prompting=False)[:n]
     camera = camera_condition(guidance.cfg.camera_condition_type, cameras["c2w"], cameras["mvp_mtx"],
                               cameras["elevation"], cameras["azimuth"], cameras["camera_distances"])
-    lora, frozen = [], []
-    for t in timesteps:
-        noise = torch.randn(latents.shape, generator=gen)
-        tt = torch.full((n,), int(t), dtype=torch.long)
-        noisy = guidance.schedule.add_noise(latents, noise, tt)
-        eps_lora = guidance.lora_eps(noisy, tt, text, camera, guidance.cfg.lora_scale)
-        with guidance.pretrained_context():
-            out = guidance.run_unet(guidance.models.unet, noisy, tt, text)
-        eps_frozen = guidance.schedule.to_eps(out, noisy, tt)
-        lora.append(F.mse_loss(eps_lora, noise).item())
-        frozen.append(F.mse_loss(eps_frozen, noise).item())
-    lora_loss, frozen_loss = sum(lora) / len(lora), sum(frozen) / len(frozen)
-    return {"lora_loss": lora_loss, "frozen_loss": frozen_loss, "lora_fit": lora_loss / max(frozen_loss, 1e-12)}
+    fit = diagnostic(guidance.lora_forward, guidance.lora_schedule, latents, text, camera,
+                     guidance.cfg.lora_fit_timesteps, guidance.cfg.lora_scale, guidance.cfg.lora_fit_seed)
+    return {"lora_loss": fit["lora_fit/lora"], "frozen_loss": fit["lora_fit/frozen"], "lora_fit": fit["lora_fit/ratio"]}
 
 
 def score_images(trial: Path) -> Tuple[torch.Tensor, Dict[str, float]]:
