@@ -1,9 +1,13 @@
-"""Sample the toy prior for every (colour, shape) prompt, judge the samples, save a grid.
+"""Sample the toy prior, judge the samples (lab.toy.judge), print the tables of docs/toy.md, save a grid.
 
-    python scripts/sample_toy_prior.py [--model load/toy-sd] [--samples 4] [--grid toy-samples.png]
+    python scripts/sample_toy_prior.py [--model load/toy-sd] [--samples 4] [--open-samples 60] [--grid toy.png]
 
-Prints the share of samples whose colour and whose shape match the prompt (lab.toy.judge), per shape and
-overall. Sampling: DDIM, 30 steps, classifier-free guidance 7.5, seed 0.
+1. Full prompts: ``--samples`` samples of each of the 36 prompts "<a|an> <colour> <shape>"; the share whose judged
+   colour and whose judged shape match the prompt, per shape and overall.
+2. Under-specified prompts: ``--open-samples`` samples of each prompt that leaves the colour open ("a cube", ...)
+   and of each that leaves the shape open ("a red object", ...): the judged histogram of the free attribute, how many
+   of its values appear, and its total variation distance from uniform (0: every value equally often).
+Sampling: DDIM, 30 steps, classifier-free guidance 7.5 (diffusers' convention), seed 0 (lab.toy.sampling).
 """
 
 from __future__ import annotations
@@ -20,39 +24,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="load/toy-sd")
-    p.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    p.add_argument("--samples", type=int, default=4, help="samples per full prompt")
+    p.add_argument("--open-samples", type=int, default=60, help="samples per under-specified prompt (0: none)")
+    p.add_argument("--open-prompts", nargs="*", default=None,
+                   help="the under-specified prompts (default: every shape-only and colour-only prompt)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=7.5)
+    p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
     p.add_argument("--suffix", default="", help="appended to every prompt, e.g. ', front view'")
-    p.add_argument("--grid", default=None, help="PNG to write: one row per prompt")
+    p.add_argument("--grid", default=None, help="PNG to write: one row per full prompt")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     if not (Path(args.model) / "model_index.json").is_file():
         print(f"error: --model {args.model}: not a diffusers model folder (no model_index.json); train one with "
               "scripts/train_toy_prior.py or give load/toy-sd", file=sys.stderr)
         return 2
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    from lab.toy.dataset import base_prompt
-    from lab.toy.judge import colour_of, shape_of, silhouette_bank
+    torch.set_num_threads(args.threads)
+    from lab.toy.dataset import base_prompt, colour_prompt, parse_prompt, shape_prompt
+    from lab.toy.judge import colour_of, shape_of
+    from lab.toy.metrics import total_variation
+    from lab.toy.sampling import prior_samples
     from lab.toy.scenes import COLOURS, SHAPES
 
-    pipe = StableDiffusionPipeline.from_pretrained(args.model, torch_dtype=torch.float32, use_safetensors=True,
-                                                   safety_checker=None, requires_safety_checker=False)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    bank = silhouette_bank()
+    def sample(prompt: str, n: int, seed: int) -> torch.Tensor:
+        return prior_samples(args.model, prompt + args.suffix, n, seed=seed, guidance_scale=args.cfg,
+                             sampler=args.sampler, steps=args.steps)
+
     rows, colour_ok, shape_ok = [], {}, {}
-    gen = torch.Generator().manual_seed(0)
-    for colour in COLOURS:
-        for shape in SHAPES:
-            prompt = base_prompt(colour, shape) + args.suffix
-            images = pipe([prompt] * args.samples, num_inference_steps=args.steps, guidance_scale=args.cfg,
-                          generator=gen, output_type="pt").images.permute(0, 2, 3, 1)
-            colours = colour_of(images)
-            shapes, _ = shape_of(images, bank)
-            colour_ok.setdefault(shape, []).extend(c == colour for c in colours)
-            shape_ok.setdefault(shape, []).extend(s == shape for s in shapes)
-            rows.append(torch.cat(list(images), dim=1))
+    for k, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
+        images = sample(base_prompt(colour, shape), args.samples, seed=k)
+        colour_ok.setdefault(shape, []).extend(c == colour for c in colour_of(images))
+        shape_ok.setdefault(shape, []).extend(s == shape for s in shape_of(images)[0])
+        rows.append(torch.cat(list(images), dim=1))
     print("| shape | colour right | shape right |")
     print("| --- | --- | --- |")
     for shape in SHAPES:
@@ -60,8 +63,28 @@ def main(argv=None) -> int:
               f"{sum(shape_ok[shape])}/{len(shape_ok[shape])} |")
     all_c = [v for vs in colour_ok.values() for v in vs]
     all_s = [v for vs in shape_ok.values() for v in vs]
-    print(f"| all | {sum(all_c)}/{len(all_c)} ({100 * sum(all_c) / len(all_c):.0f}%) | "
-          f"{sum(all_s)}/{len(all_s)} ({100 * sum(all_s) / len(all_s):.0f}%) |")
+    print(f"| all | {sum(all_c)}/{len(all_c)} ({100 * sum(all_c) / len(all_c):.1f}%) | "
+          f"{sum(all_s)}/{len(all_s)} ({100 * sum(all_s) / len(all_s):.1f}%) |", flush=True)
+
+    if args.open_samples:
+        prompts = args.open_prompts if args.open_prompts is not None else (
+            [shape_prompt(s) for s in SHAPES] + [colour_prompt(c) for c in COLOURS])
+        print()
+        print("| prompt | free attribute | judged histogram | values seen | TV from uniform | named attribute right |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for k, prompt in enumerate(prompts):
+            colour, shape = parse_prompt(prompt, partial=True)
+            images = sample(prompt, args.open_samples, seed=1000 + k)
+            colours, shapes = colour_of(images), shape_of(images)[0]
+            free, values, named = ("colour", colours, shapes) if colour is None else ("shape", shapes, colours)
+            support = list(COLOURS) if colour is None else list(SHAPES)
+            hist = {v: values.count(v) / len(values) for v in support}
+            others = len(values) - sum(values.count(v) for v in support)
+            tv = total_variation(hist, {v: 1 / len(support) for v in support}) + 0.5 * others / len(values)
+            right = sum(x == (shape if colour is None else colour) for x in named)
+            shown = ", ".join(f"{v} {values.count(v)}" for v in support) + (f", other {others}" if others else "")
+            print(f"| {prompt} | {free} | {shown} | {sum(values.count(v) > 0 for v in support)}/{len(support)} | "
+                  f"{tv:.3f} | {right}/{len(named)} |", flush=True)
     if args.grid:
         import imageio.v3 as iio
 

@@ -41,7 +41,7 @@ from lab.models.toy_prior import (  # noqa: E402
     fold_latent_statistics,
     latent_statistics,
 )
-from lab.toy.dataset import all_prompts, make_set  # noqa: E402
+from lab.toy.dataset import WORDINGS, ToySet, all_prompts, make_offpalette_set, make_set  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -54,10 +54,26 @@ def stage_data(work: Path, args) -> dict:
         return torch.load(path)
     t0 = time.time()
     s = make_set(args.views_per_pair, seed=args.seed)
-    data = {"images": s.images, "prompts": s.prompts, "labels": s.labels}
+    off = make_offpalette_set(args.offpalette_renders, seed=args.seed + 7)
+    data = {"images": s.images, "labels": s.labels, "views": s.views, "offpalette": off}
     torch.save(data, path)
-    log(f"data: {len(s.prompts)} renders in {time.time() - t0:.0f} s")
+    log(f"data: {len(s.labels)} renders of the palette, {off.shape[0]} off-palette, in {time.time() - t0:.0f} s")
     return data
+
+
+def vae_batch(palette: torch.Tensor, offpalette: torch.Tensor, gen: torch.Generator, args) -> torch.Tensor:
+    """A VAE training batch in [-1, 1]: palette renders, off-palette renders and flat colour images mixed."""
+    from lab.toy.dataset import random_colours
+
+    n = args.vae_batch
+    kind = torch.multinomial(torch.tensor([1.0 - args.offpalette_share - args.flat_share, args.offpalette_share,
+                                           args.flat_share]), n, replacement=True, generator=gen)
+    images = palette[torch.randint(0, palette.shape[0], (n,), generator=gen)].float() / 255
+    off = offpalette[torch.randint(0, offpalette.shape[0], (n,), generator=gen)].float() / 255
+    flat = random_colours(n, gen)[:, :, None, None].expand(-1, -1, *images.shape[-2:])
+    images = torch.where((kind == 1).view(-1, 1, 1, 1), off, images)
+    images = torch.where((kind == 2).view(-1, 1, 1, 1), flat, images)
+    return images * 2.0 - 1.0
 
 
 def vae_loss(vae, clean: torch.Tensor, gen: torch.Generator, args) -> torch.Tensor:
@@ -66,8 +82,8 @@ def vae_loss(vae, clean: torch.Tensor, gen: torch.Generator, args) -> torch.Tens
     posterior = vae.encode(noisy).latent_dist
     z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
     recon = vae.decode(z).sample
-    # foreground: pixels that are not the white background
-    fg = ((clean < 0.98).any(dim=1, keepdim=True)).float()
+    # foreground: pixels that differ from the image's corner colour (its background)
+    fg = ((clean - clean[:, :, :1, :1]).abs().amax(dim=1, keepdim=True) > 0.04).float()
     weight = 1.0 + (args.fg_weight - 1.0) * fg
     err = recon - clean
     pixel = (weight * (err.abs() + err**2)).mean()
@@ -81,18 +97,17 @@ def stage_vae(work: Path, data: dict, args):
     path = work / "vae"
     if (path / "config.json").exists():
         return AutoencoderKL.from_pretrained(path)
-    images = data["images"]
-    n = images.shape[0]
-    holdout = torch.arange(n) % 50 == 0
-    train = images[~holdout]
+    images, offpalette = data["images"], data["offpalette"]
+    holdout = torch.arange(images.shape[0]) % 50 == 0
+    off_holdout = torch.arange(offpalette.shape[0]) % 50 == 0
+    train, off_train = images[~holdout], offpalette[~off_holdout]
     gen = torch.Generator().manual_seed(args.seed + 1)
     vae = build_vae(args.seed + 2)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.vae_lr, total_steps=args.vae_steps, pct_start=0.05)
     t0 = time.time()
     for step in range(args.vae_steps):
-        idx = torch.randint(0, train.shape[0], (args.vae_batch,), generator=gen)
-        clean = train[idx].float() / 127.5 - 1.0
+        clean = vae_batch(train, off_train, gen, args)
         loss = vae_loss(vae, clean, gen, args)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -103,11 +118,13 @@ def stage_vae(work: Path, data: dict, args):
             log(f"vae step {step}: loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     vae.eval()
     with torch.no_grad():
-        x = images[holdout][:256].float() / 127.5 - 1.0
-        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-        mse = F.mse_loss((recon + 1) / 2, (x + 1) / 2).item()
-    log(f"vae: {args.vae_steps} steps in {time.time() - t0:.0f} s; holdout PSNR {-10 * math.log10(mse):.1f} dB")
-    # latent statistics over the training images, folded into the VAE
+        for name, held in (("palette", images[holdout][:256]), ("off-palette", offpalette[off_holdout][:256])):
+            x = held.float() / 127.5 - 1.0
+            recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+            mse = F.mse_loss((recon + 1) / 2, (x + 1) / 2).item()
+            log(f"vae: holdout PSNR on {name} renders {-10 * math.log10(mse):.1f} dB")
+    log(f"vae: {args.vae_steps} steps in {time.time() - t0:.0f} s")
+    # latent statistics over the palette's training images (what the UNet models), folded into the VAE
     with torch.no_grad():
         means = torch.cat([vae.encode(train[i : i + 256].float() / 127.5 - 1.0).latent_dist.mean
                            for i in range(0, train.shape[0], 256)])
@@ -161,7 +178,11 @@ def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
     prompts = all_prompts()
     table = embed(tokenizer, text_encoder, prompts)
     index = {p: i for i, p in enumerate(prompts)}
-    prompt_ids = torch.tensor([index[p] for p in data["prompts"]])
+    toy = ToySet(data["images"], data["labels"], data["views"], torch.zeros(0), torch.zeros(0))
+    # (N, 4): the index of each image's prompt in each wording (full, shape only, colour only, empty)
+    prompt_ids = torch.tensor([[index[toy.prompt(i, w)] for w in WORDINGS] for i in range(len(toy.labels))])
+    wording_share = torch.tensor([1.0 - args.shape_share - args.colour_share - args.uncond_share, args.shape_share,
+                                  args.colour_share, args.uncond_share])
     log(f"unet: latents and {len(prompts)} prompt embeddings in {time.time() - t0:.0f} s")
 
     scheduler = DDPMScheduler(**{k: v for k, v in TOY_SCHEDULER.items() if k != "set_alpha_to_one"})
@@ -184,8 +205,8 @@ def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
     for step in range(args.unet_steps):
         idx = torch.randint(0, n, (args.unet_batch,), generator=gen)
         x0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
-        cond = prompt_ids[idx].clone()
-        cond[torch.rand(args.unet_batch, generator=gen) < args.uncond_share] = index[""]
+        wording = torch.multinomial(wording_share, args.unet_batch, replacement=True, generator=gen)
+        cond = prompt_ids[idx, wording]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (args.unet_batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -209,6 +230,22 @@ def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
     return unet
 
 
+def write_known_prompts(folder: Path) -> None:
+    """``known_prompts.json``: every prompt the UNet was trained on, which the prompt processor checks prompts
+    against (framework/prompt_processors/vocabulary.py)."""
+    from framework.prompt_processors.vocabulary import KNOWN_PROMPTS_FILE
+    from lab.toy.dataset import SHAPELESS_NOUN
+    from lab.toy.scenes import COLOURS, SHAPES
+
+    description = (
+        f"'<a|an> <colour> <shape>', '<a|an> <shape>' (any colour), '<a|an> <colour> {SHAPELESS_NOUN}' (any shape) "
+        f"and the empty prompt, each optionally with ', front view', ', side view', ', back view' or "
+        f"', overhead view'; colours {', '.join(COLOURS)}; shapes {', '.join(SHAPES)}"
+    )
+    (folder / KNOWN_PROMPTS_FILE).write_text(json.dumps({"description": description, "prompts": all_prompts()},
+                                                        indent=1) + "\n")
+
+
 def assemble(out: Path, vae, unet, tokenizer, text_encoder) -> None:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -227,6 +264,7 @@ def assemble(out: Path, vae, unet, tokenizer, text_encoder) -> None:
         # the tokenizer as SD 2.x repositories ship it (vocab.json, merges.txt), not transformers' re-serialisation
         shutil.rmtree(Path(tmp) / "tokenizer")
         build_clip_tokenizer(Path(tmp) / "tokenizer")
+        write_known_prompts(Path(tmp))
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out)
@@ -240,22 +278,31 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="load/toy-sd", help="the diffusers folder to write")
     parser.add_argument("--work", default=".cache/toy-prior", help="folder of the cached stages")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (on a shared 2-core machine one thread runs faster than two)")
     parser.add_argument("--quick", action="store_true", help="a few steps of each stage (pipeline check only)")
     parser.add_argument("--views-per-pair", type=int, default=250)
-    parser.add_argument("--vae-steps", type=int, default=700)
+    parser.add_argument("--offpalette-renders", type=int, default=3000,
+                        help="renders in random colours (greys, muted shades, any hue) for the VAE only")
+    parser.add_argument("--offpalette-share", type=float, default=0.35, help="share of them in a VAE batch")
+    parser.add_argument("--flat-share", type=float, default=0.1,
+                        help="share of flat single-colour images in a VAE batch")
+    parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
     parser.add_argument("--vae-input-noise", type=float, default=0.1, help="largest std of the input noise")
     parser.add_argument("--fg-weight", type=float, default=5.0)
     parser.add_argument("--kl-weight", type=float, default=1e-8)
-    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--unet-steps", type=int, default=5000)
     parser.add_argument("--unet-batch", type=int, default=48)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--ema-decay", type=float, default=0.998)
     parser.add_argument("--min-snr-gamma", type=float, default=5.0)
-    parser.add_argument("--uncond-share", type=float, default=0.1)
+    parser.add_argument("--uncond-share", type=float, default=0.1, help="share of empty prompts")
+    parser.add_argument("--shape-share", type=float, default=0.15, help="share of shape-only prompts ('a cube')")
+    parser.add_argument("--colour-share", type=float, default=0.15,
+                        help="share of colour-only prompts ('a red object')")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model_index.json").is_file())):
@@ -264,7 +311,7 @@ def main(argv=None) -> int:
               "replaced: give a new folder or an earlier output of this script", file=sys.stderr)
         return 2
     if args.quick:
-        args.views_per_pair, args.vae_steps, args.unet_steps, args.warmup = 4, 3, 3, 1
+        args.views_per_pair, args.offpalette_renders, args.vae_steps, args.unet_steps, args.warmup = 4, 8, 3, 3, 1
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

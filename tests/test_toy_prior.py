@@ -1,29 +1,22 @@
-"""The committed toy prior (load/toy-sd): it loads offline through the real from_pretrained path, and its samples
-for a prompt have that prompt's colour and shape (judged by lab.toy.judge, which is right on ground truth).
+"""The committed toy prior (load/toy-sd): it loads offline through the real from_pretrained path; its samples have
+the prompt's colour and shape, and spread over the colours a prompt leaves open; its VAE keeps colours off the
+palette (greys, muted shades, any hue), so that a grey render does not already look red to it.
 
-docs/toy.md measures 81% colour and 90% shape over all 36 prompts; the bounds here are a little below that.
+docs/toy.md measures the prior over all 36 prompts (scripts/sample_toy_prior.py); the bounds here are below that.
 """
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from lab.toy.judge import colour_of, shape_of, silhouette_bank
+from lab.toy.judge import colour_of, foreground, shape_of
+from lab.toy.sampling import prior_samples
 
 TOY_SD = Path(__file__).resolve().parent.parent / "load" / "toy-sd"
-PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow cylinder", "a purple torus"]
+PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow cylinder", "a purple torus", "an orange mug"]
 N_SAMPLES = 6
-
-
-@pytest.fixture(scope="module")
-def pipe():
-    from diffusers import StableDiffusionPipeline
-
-    p = StableDiffusionPipeline.from_pretrained(str(TOY_SD), dtype=torch.float32, use_safetensors=True,
-                                                safety_checker=None, requires_safety_checker=False)
-    p.set_progress_bar_config(disable=True)
-    return p
 
 
 def test_the_folder_is_a_small_stable_diffusion_checkpoint():
@@ -34,30 +27,73 @@ def test_the_folder_is_a_small_stable_diffusion_checkpoint():
     assert not [f for f in files if f.suffix in (".bin", ".pt", ".pth", ".ckpt")]
 
 
-def test_samples_have_the_prompted_colour_and_shape(pipe):
-    bank = silhouette_bank()
+def test_samples_have_the_prompted_colour_and_shape():
     colour_right, shape_right = {}, {}
     for k, prompt in enumerate(PROMPTS):
-        gen = torch.Generator().manual_seed(k)
-        images = pipe([prompt] * N_SAMPLES, num_inference_steps=30, guidance_scale=7.5, generator=gen,
-                      output_type="pt").images.permute(0, 2, 3, 1)
+        images = prior_samples(str(TOY_SD), prompt, N_SAMPLES, seed=k)
         assert images.shape == (N_SAMPLES, 64, 64, 3)
         colour, shape = prompt.split()[1:]
         colour_right[prompt] = sum(c == colour for c in colour_of(images))
-        shape_right[prompt] = sum(s == shape for s in shape_of(images, bank)[0])
+        shape_right[prompt] = sum(s == shape for s in shape_of(images)[0])
     total = N_SAMPLES * len(PROMPTS)
-    assert sum(colour_right.values()) >= 0.75 * total, colour_right
-    assert sum(shape_right.values()) >= 0.75 * total, shape_right
-    assert min(colour_right.values()) >= N_SAMPLES // 2, colour_right
-    assert min(shape_right.values()) >= N_SAMPLES // 2, shape_right
+    assert sum(colour_right.values()) >= 0.9 * total, colour_right
+    assert sum(shape_right.values()) >= 0.9 * total, shape_right
+    assert min(colour_right.values()) >= N_SAMPLES - 2, colour_right
+    assert min(shape_right.values()) >= N_SAMPLES - 2, shape_right
+
+
+def test_a_prompt_without_a_colour_spreads_over_the_colours():
+    """"a cube": cubes, in (nearly) every colour; "a red object": red, in several shapes."""
+    images = prior_samples(str(TOY_SD), "a cube", 30, seed=7)
+    colours = colour_of(images)
+    assert sum(s == "cube" for s in shape_of(images)[0]) >= 0.8 * 30
+    assert len(set(colours) & {"red", "green", "blue", "yellow", "orange", "purple"}) >= 5, colours
+    assert max(colours.count(c) for c in set(colours)) <= 12, colours  # no colour takes over (uniform: 5 of 30)
+    images = prior_samples(str(TOY_SD), "a red object", 30, seed=8)
+    assert sum(c == "red" for c in colour_of(images)) >= 0.8 * 30
+    assert len(set(shape_of(images)[0])) >= 4
+
+
+@torch.no_grad()
+def test_the_vae_keeps_colours_off_the_palette():
+    """D(E(x)) of flat colour images and of renders in greys, muted shades and random hues keeps their colour."""
+    from diffusers import AutoencoderKL
+
+    from framework.data.cameras import camera_batch
+    from lab.toy.dataset import random_colours
+    from lab.toy.scenes import render
+
+    vae = AutoencoderKL.from_pretrained(str(TOY_SD), subfolder="vae", torch_dtype=torch.float32).eval()
+
+    def roundtrip(images):  # (N, H, W, 3) in [0, 1]
+        x = images.permute(0, 3, 1, 2) * 2 - 1
+        return ((vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1)
+
+    colours = torch.cat([torch.tensor([[0.6, 0.6, 0.6], [0.35, 0.4, 0.3], [0.3, 0.35, 0.5], [0.2, 0.2, 0.2]]),
+                         random_colours(12, torch.Generator().manual_seed(3))])
+    flat = colours[:, None, None, :].expand(-1, 64, 64, -1).contiguous()
+    error = (roundtrip(flat).mean(dim=(1, 2)) - colours).abs().max(dim=-1).values
+    assert error.max() < 0.15, error  # measured: at most 0.12 (a pink), mostly under 0.05
+    n = colours.shape[0]
+    cams = camera_batch(torch.full((n,), 20.0), torch.linspace(0, 330, n), torch.full((n,), 1.5),
+                        torch.full((n,), 47.5), 128, 128)
+    renders, cover = render("cube", colours, cams, supersample=2)
+    back = roundtrip(renders)
+    inside = cover > 0.99
+    for k in range(n):
+        mean_in, mean_out = renders[k][inside[k]].mean(0), back[k][inside[k]].mean(0)
+        assert (mean_in - mean_out).abs().max() < 0.05, (k, colours[k], mean_in, mean_out)  # measured <= 0.03
+    # the grey cube no longer comes back red (it did with a VAE trained on the palette only)
+    assert colour_of(back[:1]) == ["grey"] and foreground(back[:1]).sum() > 100
 
 
 def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path):
     """scripts/train_toy_prior.py --quick runs every stage and writes what the guidance loads."""
     import importlib.util
-    import json
 
     from diffusers import DDPMScheduler
+
+    from lab.toy.dataset import all_prompts
 
     spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
     module = importlib.util.module_from_spec(spec)
@@ -68,12 +104,11 @@ def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path
     assert scheduler.config.prediction_type == "v_prediction"
     assert scheduler.alphas_cumprod[-1] == 0.0  # zero terminal SNR
     assert json.loads((out / "vae" / "config.json").read_text())["scaling_factor"] == 1.0
+    assert json.loads((out / "known_prompts.json").read_text())["prompts"] == all_prompts()
     # the committed folder has the same layout and schedule
     assert json.loads((TOY_SD / "scheduler" / "scheduler_config.json").read_text())["rescale_betas_zero_snr"] is True
 
 
 def test_built_sd_folders_do_not_clip_samples(tiny_sd):
-    import json
-
     config = json.loads((Path(tiny_sd) / "scheduler" / "scheduler_config.json").read_text())
     assert config["clip_sample"] is False

@@ -310,6 +310,9 @@ class PromptProcessor(BaseObject):
             src_text_embeddings_vd=torch.stack([emb[p] for p in bridge[0]]) if bridge else None,
             tgt_text_embeddings_vd=torch.stack([emb[p] for p in bridge[1]]) if bridge else None,
         )
+        from framework.prompt_processors.vocabulary import warn_unknown_prompts
+
+        warn_unknown_prompts(self)  # a model folder may list the prompts it knows (known_prompts.json)
 
     def __call__(self) -> PromptProcessorOutput:
         return self.output

@@ -133,31 +133,45 @@ def trace(shape: str, rays_o: Tensor, rays_d: Tensor, n_steps: int = 64) -> Tupl
     return hit, p
 
 
+def albedo_of(colour, batch_size: int, dtype=torch.float32, device=None) -> Tensor:
+    """Albedo ``(B, 3)`` of a colour word, an RGB triple, or per-image RGB ``(B, 3)`` in [0, 1]."""
+    if isinstance(colour, str):
+        if colour not in COLOURS:
+            raise KeyError(f"unknown toy colour {colour!r}; the colours are {', '.join(COLOURS)}")
+        colour = COLOURS[colour]
+    albedo = torch.as_tensor(colour, dtype=dtype, device=device)
+    return albedo.expand(batch_size, 3) if albedo.dim() == 1 else albedo
+
+
 @torch.no_grad()
-def shade(shape: str, colour: str, hit: Tensor, points: Tensor) -> Tensor:
-    """RGB ``(..., 3)`` of the traced pixels: Lambertian albedo under the fixed lights, background where missed."""
-    albedo = torch.tensor(COLOURS[colour], dtype=points.dtype, device=points.device)
+def shade(shape: str, albedo: Tensor, hit: Tensor, points: Tensor, background: Tensor) -> Tensor:
+    """RGB ``(B, ..., 3)`` of the traced pixels: Lambertian ``albedo`` ``(B, 3)`` under the fixed lights,
+    ``background`` ``(B, 3)`` where missed."""
+    expand = (slice(None),) + (None,) * (points.dim() - 2)
     n = _normals(SHAPES[shape], points)
     key = F.normalize(torch.tensor(KEY_LIGHT, dtype=points.dtype, device=points.device), dim=0)
     fill = F.normalize(torch.tensor(FILL_LIGHT, dtype=points.dtype, device=points.device), dim=0)
     light = AMBIENT + KEY * (n @ key).clamp(min=0) + FILL * (n @ fill).clamp(min=0)
-    rgb = (albedo * light[..., None]).clamp(0.0, 1.0)
-    bg = torch.tensor(BACKGROUND, dtype=points.dtype, device=points.device)
-    return torch.where(hit[..., None], rgb, bg)
+    rgb = (albedo[expand] * light[..., None]).clamp(0.0, 1.0)
+    return torch.where(hit[..., None], rgb, background[expand])
 
 
 @torch.no_grad()
-def render(shape: str, colour: str, batch: dict, supersample: int = 2) -> Tuple[Tensor, Tensor]:
-    """Render ``shape`` in ``colour`` for the cameras of a ``camera_batch`` built at ``supersample`` times the
-    wanted resolution: RGB ``(B, H, W, 3)`` and coverage ``(B, H, W)`` in [0, 1], box-filtered down by
-    ``supersample``."""
+def render(shape: str, colour, batch: dict, supersample: int = 2, background=BACKGROUND) -> Tuple[Tensor, Tensor]:
+    """Render ``shape`` for the cameras of a ``camera_batch`` built at ``supersample`` times the wanted resolution:
+    RGB ``(B, H, W, 3)`` and coverage ``(B, H, W)`` in [0, 1], box-filtered down by ``supersample``.
+
+    ``colour`` is a colour word of ``COLOURS``, an RGB albedo, or one albedo per camera ``(B, 3)`` (off-palette
+    renders for the VAE); ``background`` likewise (default white).
+    """
     if shape not in SHAPES:
         raise KeyError(f"unknown toy shape {shape!r}; the shapes are {', '.join(SHAPES)}")
-    if colour not in COLOURS:
-        raise KeyError(f"unknown toy colour {colour!r}; the colours are {', '.join(COLOURS)}")
     rays_o, rays_d = batch["rays_o"], F.normalize(batch["rays_d"], dim=-1)
+    n = rays_o.shape[0]
+    albedo = albedo_of(colour, n, rays_o.dtype, rays_o.device)
+    bg = albedo_of(background, n, rays_o.dtype, rays_o.device)
     hit, points = trace(shape, rays_o, rays_d)
-    rgb = shade(shape, colour, hit, points)
+    rgb = shade(shape, albedo, hit, points, bg)
     mask = hit.to(rgb.dtype)
     if supersample > 1:
         rgb = F.avg_pool2d(rgb.permute(0, 3, 1, 2), supersample).permute(0, 2, 3, 1)
