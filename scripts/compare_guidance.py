@@ -5,7 +5,8 @@
 
 2D: "a cube" (the colour left open), 8 latent particles, 500 steps (the setting of the 2D ambiguity study of
 docs/toy.md, whose runs it shares): per set the shapes judged right, the distinct judged colours, the foreground's
-saturation, the silhouette edge width and the judged colours' distance from the prior's own samples.
+saturation, the silhouette edge width, the spread (mean pairwise difference of the particles) and the judged colours'
+distance from the prior's own samples.
 3D: "a green cone", one NeRF, the toy recipe's 800 steps, seed 0, scored on a 24-view test orbit
 (``lab.toy.trial``): IoU, colour error, saturation, judged colour (with ``--open-seeds N``, also "a cube" over N
 seeds: how many colours).
@@ -47,16 +48,16 @@ def table_2d(args, names: List[str]) -> List[str]:
         right = sum(s == "cube" for s in shapes)
         per_step = m["seconds"] / args.steps_2d
         rows.append(f"| {m['rule']} | {right}/{m['n']} | {m['distinct_colours']} | {describe_colours(m['colours'])} | "
-                    f"{m['saturation']:.2f} | {m['edge_width']:.2f} | {fmt(m['tv_from_reference'], 2)} | "
-                    f"{fmt(per_step * 1000, 0)} |")
+                    f"{m['saturation']:.2f} | {m['edge_width']:.2f} | {m['spread']:.3f} | "
+                    f"{fmt(m['tv_from_reference'], 2)} | {fmt(per_step * 1000, 0)} |")
         print(rows[-1], flush=True)
     shapes, _ = shape_of(prior["images"])
     rows.append(f"| the prior's own samples | {sum(s == 'cube' for s in shapes)}/{prior['n']} | "
                 f"{prior['distinct_colours']} | {describe_colours(prior['colours'])} | {prior['saturation']:.2f} | "
-                f"{prior['edge_width']:.2f} | {fmt(prior['tv_from_reference'], 2)} | - |")
+                f"{prior['edge_width']:.2f} | {prior['spread']:.3f} | {fmt(prior['tv_from_reference'], 2)} | - |")
     header = [f"2D: \"{args.prompt_2d}\", {args.particles} latent particles, {args.steps_2d} steps, seed {args.seed}",
-              "", "| rule | shape right | distinct colours | judged colours | saturation | edge width (px) | "
-              "TV from prior samples | ms per step |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "", "| rule | shape right | distinct colours | judged colours | saturation | edge width (px) | spread | "
+              "TV from prior samples | ms per step |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     return header + rows
 
 

@@ -51,20 +51,21 @@ def main(argv=None) -> int:
                              sampler=args.sampler, steps=args.steps)
 
     rows, colour_ok, shape_ok = [], {}, {}
-    for k, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
-        images = sample(base_prompt(colour, shape), args.samples, seed=k)
-        colour_ok.setdefault(shape, []).extend(c == colour for c in colour_of(images))
-        shape_ok.setdefault(shape, []).extend(s == shape for s in shape_of(images)[0])
-        rows.append(torch.cat(list(images), dim=1))
-    print("| shape | colour right | shape right |")
-    print("| --- | --- | --- |")
-    for shape in SHAPES:
-        print(f"| {shape} | {sum(colour_ok[shape])}/{len(colour_ok[shape])} | "
-              f"{sum(shape_ok[shape])}/{len(shape_ok[shape])} |")
-    all_c = [v for vs in colour_ok.values() for v in vs]
-    all_s = [v for vs in shape_ok.values() for v in vs]
-    print(f"| all | {sum(all_c)}/{len(all_c)} ({100 * sum(all_c) / len(all_c):.1f}%) | "
-          f"{sum(all_s)}/{len(all_s)} ({100 * sum(all_s) / len(all_s):.1f}%) |", flush=True)
+    if args.samples:
+        for k, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES):
+            images = sample(base_prompt(colour, shape), args.samples, seed=k)
+            colour_ok.setdefault(shape, []).extend(c == colour for c in colour_of(images))
+            shape_ok.setdefault(shape, []).extend(s == shape for s in shape_of(images)[0])
+            rows.append(torch.cat(list(images), dim=1))
+        print("| shape | colour right | shape right |")
+        print("| --- | --- | --- |")
+        for shape in SHAPES:
+            print(f"| {shape} | {sum(colour_ok[shape])}/{len(colour_ok[shape])} | "
+                  f"{sum(shape_ok[shape])}/{len(shape_ok[shape])} |")
+        all_c = [v for vs in colour_ok.values() for v in vs]
+        all_s = [v for vs in shape_ok.values() for v in vs]
+        print(f"| all | {sum(all_c)}/{len(all_c)} ({100 * sum(all_c) / len(all_c):.1f}%) | "
+              f"{sum(all_s)}/{len(all_s)} ({100 * sum(all_s) / len(all_s):.1f}%) |", flush=True)
 
     if args.open_samples:
         prompts = args.open_prompts if args.open_prompts is not None else (
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
             shown = ", ".join(f"{v} {values.count(v)}" for v in support) + (f", other {others}" if others else "")
             print(f"| {prompt} | {free} | {shown} | {sum(values.count(v) > 0 for v in support)}/{len(support)} | "
                   f"{tv:.3f} | {right}/{len(named)} |", flush=True)
-    if args.grid:
+    if args.grid and rows:
         import imageio.v3 as iio
 
         grid = torch.cat(rows, dim=0)

@@ -40,12 +40,12 @@ def set_row(m: Dict[str, Any]) -> str:
 
     fit = fmt(m["lora_fit"], 2) if "lora_fit" in m else "-"
     return (f"| {m['rule']} | {m['distinct_colours']} | {describe_colours(m['colours'])} | {m['saturation']:.2f} | "
-            f"{m['edge_width']:.2f} | {fmt(m.get('tv_from_reference', float('nan')), 2)} | {fit} | "
-            f"{fmt(m['seconds'], 0)} |")
+            f"{m['edge_width']:.2f} | {m['spread']:.3f} | {fmt(m.get('tv_from_reference', float('nan')), 2)} | "
+            f"{fit} | {fmt(m['seconds'], 0)} |")
 
 
-SET_HEADER = ("| set | distinct colours | judged colours | saturation | edge width (px) | TV from prior samples | "
-              "LoRA fit | seconds |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+SET_HEADER = ("| set | distinct colours | judged colours | saturation | edge width (px) | spread | TV from prior "
+              "samples | LoRA fit | seconds |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
 
 def save_strip(path: Path, images) -> None:

@@ -1,6 +1,6 @@
 """Train the toy prior and write it as a Stable Diffusion folder in diffusers format (fp16, 9 MB).
 
-    python scripts/train_toy_prior.py                      # writes load/toy-sd (about 27 minutes on 2 CPU cores)
+    python scripts/train_toy_prior.py --threads 2          # writes load/toy-sd (about an hour on 2 CPU cores)
     python scripts/train_toy_prior.py --out /tmp/toy --quick   # a few steps of each stage, to check the pipeline
 
 Stages, each cached in --work so an interrupted run resumes at the stage it was in:
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vae-input-noise", type=float, default=0.1, help="largest std of the input noise")
     parser.add_argument("--fg-weight", type=float, default=5.0)
     parser.add_argument("--kl-weight", type=float, default=1e-8)
-    parser.add_argument("--unet-steps", type=int, default=5000)
+    parser.add_argument("--unet-steps", type=int, default=3000)
     parser.add_argument("--unet-batch", type=int, default=48)
     parser.add_argument("--unet-lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from framework.data.cameras import camera_batch
-from lab.toy.metrics import colour_histogram, edge_width, foreground_saturation, set_metrics, total_variation
+from lab.toy.metrics import colour_histogram, edge_width, foreground_saturation, set_metrics, spread, total_variation
 from lab.toy.scenes import render
 
 
@@ -53,3 +53,11 @@ def test_set_metrics_of_a_set():
     assert m["tv_from_reference"] == pytest.approx(0.25)
     # shares 0.5, 0.25, 0.25, 0, 0, 0 against 1/6 each: (1/3 + 1/12 + 1/12 + 3/6) / 2
     assert m["tv_from_uniform"] == pytest.approx((1 / 3 + 1 / 12 + 1 / 12 + 0.5) / 2)
+
+
+def test_spread_is_the_mean_pairwise_difference():
+    black, white, grey = (torch.full((1, 4, 4, 3), v) for v in (0.0, 1.0, 0.5))
+    assert spread(torch.cat([black, black, black])) == 0.0
+    assert spread(white) == 0.0
+    # pairs: black-white 1, black-grey 0.5, white-grey 0.5
+    assert abs(spread(torch.cat([black, white, grey])) - 2.0 / 3.0) < 1e-6

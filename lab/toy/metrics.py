@@ -11,6 +11,8 @@ desaturated mode. Per set of images ``(N, H, W, 3)`` in [0, 1] on a plain backgr
 * ``edge_width``: silhouette sharpness as the width in pixels of the band where the image passes from background
   to object (mean over the set): about 1 for a ground-truth render (its anti-aliased edge), more for a blurred or
   half-transparent object;
+* ``spread``: how different the images are from each other: the mean absolute RGB difference (0..1) over all
+  pairs of images (0 when every particle is the same image; about 0.1-0.2 for different colours of one shape);
 * ``histogram``: the share of each judged colour; ``tv_from`` another set's histogram: total variation distance
   ``0.5 * sum |p - q|`` (0 same, 1 disjoint).
 """
@@ -78,6 +80,16 @@ def edge_width(images: Tensor) -> Tensor:
     return torch.stack(out)
 
 
+def spread(images: Tensor) -> float:
+    """Mean absolute RGB difference over all pairs of images ``(N, H, W, 3)`` (0 for a single image)."""
+    n = images.shape[0]
+    if n < 2:
+        return 0.0
+    flat = images.reshape(n, -1)
+    diff = (flat[:, None, :] - flat[None, :, :]).abs().mean(-1)
+    return (diff.sum() / (n * (n - 1))).item()
+
+
 def set_metrics(images: Tensor, reference: Optional[Dict[str, float]] = None) -> Dict[str, object]:
     """The metrics of the module docstring for images ``(N, H, W, 3)``; ``tv_from_reference`` when a reference
     histogram is given (e.g. that of the prior's own samples)."""
@@ -89,6 +101,7 @@ def set_metrics(images: Tensor, reference: Optional[Dict[str, float]] = None) ->
         "distinct_colours": len({c for c in colours if c in COLOURS}),
         "saturation": foreground_saturation(images).mean().item(),
         "edge_width": edge_width(images).nanmean().item(),
+        "spread": spread(images),
         "histogram": hist,
         "tv_from_uniform": total_variation({k: v for k, v in hist.items()}, uniform_palette()),
     }
