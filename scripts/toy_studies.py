@@ -98,21 +98,26 @@ def cmd_ambiguity_3d(args) -> int:
     from lab.toy.studies import SDS_3D, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
 
     extra = tuple(args.extra)
-    vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles"),
-                 Setting(args.prompt, n_particles=4, steps=4 * args.steps_per_particle, seed=args.seed, extra=extra),
+
+    def anneal(steps: int) -> tuple:  # t's upper end annealed at half the run, as the recipe does (400 of 800)
+        return (f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]",)
+
+    spp = args.steps_per_particle
+    vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles", overrides=anneal(4 * spp)),
+                 Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                  Path(args.out), study="ambiguity-3d", n_views=args.views)
     sds_particles, seconds = [], 0.0
     for seed in range(args.seed, args.seed + 4):
-        r = run_3d(sds_rule(SDS_3D, args.sds_cfg), Setting(args.prompt, n_particles=1, steps=args.steps_per_particle,
-                                                           seed=seed, extra=extra),
+        r = run_3d(sds_rule(SDS_3D, args.sds_cfg, anneal(spp)),
+                   Setting(args.prompt, n_particles=1, steps=spp, seed=seed, extra=extra),
                    Path(args.out), study="ambiguity-3d", n_views=args.views)
         sds_particles += r["particles"]
         seconds += r["seconds"]
     print("| method | particle / seed | colour | saturation | IoU | colour error |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for line in particle_rows(f"VSD, CFG 7.5, 4 particles, {4 * args.steps_per_particle} steps", vsd["particles"]):
+    for line in particle_rows(f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", vsd["particles"]):
         print(line)
-    for line in particle_rows(f"SDS, CFG {args.sds_cfg:g}, {args.steps_per_particle} steps per seed", sds_particles):
+    for line in particle_rows(f"SDS, CFG {args.sds_cfg:g}, {spp} steps per seed", sds_particles):
         print(line)
     print()
     print("| method | distinct colours | mean saturation | mean IoU | mean colour error | train seconds |")

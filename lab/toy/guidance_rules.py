@@ -8,8 +8,8 @@ second stage). Guidance scales are diffusers' CFG scales throughout (``stable-di
 ``guidance_scale`` take threestudio's s, one less; the others take diffusers' s).
 
 What the toy cannot express: SDS-Bridge's source prompt ("<prompt>, oversaturated, smooth, ...") and NFSD's negative
-prompt ("unrealistic, blurry, ...") use words the toy's text encoder never saw (the prompt processor says so in one warning line); their rows show
-the rule's mechanics on the toy, not its intended effect.
+prompt ("unrealistic, blurry, ...") use words the toy's text encoder never saw (the prompt processor says so in one
+warning line); their rows show the rule's mechanics on the toy, not its intended effect.
 """
 
 from __future__ import annotations
@@ -60,4 +60,8 @@ def rules(dim: str, steps: int) -> Dict[str, Rule]:
             "system.loss.lambda_sds_img=0.01"))
         table["perp-neg"] = Rule("perp-neg", "SDS + Perp-Neg (CFG 20)", sds, (
             f"system.guidance.guidance_scale={sds_guidance_scale(20)}", "system.prompt_processor.use_perp_neg=true"))
+        # the toy recipe anneals t's upper end at half its 800 steps: the same at any run length (SDI anneals its own)
+        anneal = f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]"
+        table = {k: r if k == "sdi" else Rule(r.key, r.label, r.config, (anneal, *r.overrides))
+                 for k, r in table.items()}
     return table
