@@ -24,10 +24,11 @@ SMALL_3D = [
 SMALL_IMAGE = ["system.height=32", "system.width=32", "system.n_particles=2"]
 
 
-SMALL_MESH = [  # the rasterizer has no samples; a coarse grid and a small texture field
+SMALL_MESH = [  # the rasterizer has no samples; a coarse grid and a small texture field (its levels kept, as
+    # lab.small_recipes keeps them for the stage-1 checkpoint a stage may inherit its texture from)
     "data.height=16", "data.width=16", "data.batch_size=1", "data.eval_height=16", "data.eval_width=16",
     "data.n_val_views=1", "data.n_test_views=2", "system.geometry.isosurface_resolution=32",
-    "system.geometry.pos_encoding_config.n_levels=4", "system.geometry.pos_encoding_config.log2_hashmap_size=10",
+    "system.geometry.pos_encoding_config.log2_hashmap_size=10",
 ]
 def overrides_for(recipe: str, tiny_sd: str, tiny_sd_v: str, cache: Path, root: Path):
     text = (CONFIG_DIR / recipe).read_text()
