@@ -102,21 +102,26 @@ class Setting:
     """More overrides for every run (e.g. smaller test orbits)."""
 
 
+SECONDS_FILE = "train_seconds.txt"
+"""Wall-clock seconds of a study run's ``launch.py`` call, in its trial folder."""
+
+
 def slug(text: str) -> str:
     """A folder-safe form of ``text``: ``"a red cube"`` -> ``a_red_cube``."""
     return re.sub(r"[^A-Za-z0-9.]+", "_", text).strip("_") or "empty"
 
 
 def train(rule: Rule, setting: Setting, out: Path, study: str) -> Tuple[Path, float]:
-    """Train ``rule`` on ``setting`` (unless its trial folder holds a last.ckpt); the trial and the seconds it took
-    (NaN when it was already there)."""
+    """Train ``rule`` on ``setting`` (unless its trial folder holds a last.ckpt); the trial and the seconds its
+    training took (kept in the trial's ``train_seconds.txt``; NaN for a run trained before that file existed)."""
     import launch
 
     tag = f"{rule.key}-{slug(setting.prompt)}-s{setting.seed}"
     out = Path(out).resolve()
     trial = out / study / tag
     if (trial / "ckpts" / "last.ckpt").is_file():
-        return trial, float("nan")
+        seconds = trial / SECONDS_FILE
+        return trial, float(seconds.read_text()) if seconds.is_file() else float("nan")
     overrides = [
         f"system.prompt_processor.prompt={setting.prompt}", f"seed={setting.seed}", f"exp_root_dir={out}",
         f"name={study}", f"tag={tag}", "use_timestamp=false", f"system.n_particles={setting.n_particles}",
@@ -128,7 +133,9 @@ def train(rule: Rule, setting: Setting, out: Path, study: str) -> Tuple[Path, fl
     code = launch.main(["--config", str(REPO / rule.config), "--train", *overrides])
     if code != 0:
         raise RuntimeError(f"the run {rule.label} on {setting.prompt!r} failed (exit {code}); see its output above")
-    return trial, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    (trial / SECONDS_FILE).write_text(f"{seconds:.1f}\n")
+    return trial, seconds
 
 
 # ------------------------------------------------------------------------------------------------ 2D study
