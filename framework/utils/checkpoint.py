@@ -10,8 +10,9 @@ import re
 import shutil
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -255,6 +256,24 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write that replaces ``path`` when the block ends without error (see
+    :func:`atomic_write_bytes`): written beside it, flushed to disk, moved over it in one ``os.replace``."""
+    path = Path(path)
+    fd, tmp = _temporary_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     """Write ``data`` to ``path`` so that ``path`` is at every moment either its old content or all of the new one.
 
@@ -263,18 +282,8 @@ def atomic_write_bytes(data: bytes, path: str | Path) -> None:
     (``fsync``), and the file replaces ``path`` in one ``os.replace``. A process killed meanwhile leaves the old file
     intact (and at worst the temporary, which :func:`remove_stale_temporaries` removes); an error removes it.
     """
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    with _atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -286,18 +295,8 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 def atomic_copy(source: str | Path, path: str | Path) -> None:
     """Copy ``source`` to ``path`` atomically (see :func:`atomic_write_bytes`), streaming rather than in memory."""
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f, open(source, "rb") as src:
-            shutil.copyfileobj(src, f, 16 * 1024 * 1024)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    with _atomic_file(path) as f, open(source, "rb") as src:
+        shutil.copyfileobj(src, f, 16 * 1024 * 1024)
 
 
 def remove_stale_temporaries(folder: str | Path) -> List[Path]:
