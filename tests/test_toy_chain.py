@@ -29,7 +29,8 @@ MAX_STAGE3_COLOUR_ERROR = 0.15
 def chain_block(path: Path) -> list:
     """The launch.py commands of the three-stage block of a document (README.md, docs/toy.md)."""
     text = path.read_text()
-    block = next(b for b in text.split("```bash")[1:] if "vsd-geometry.yaml" in b).split("```", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
+    block = next(b for b in blocks if "vsd-geometry.yaml" in b)
     commands = " ".join(block.replace("\\\n", " ").split("\n")).split(".venv/bin/python ")
     return [c.split() for c in commands if c.strip().startswith("launch.py")]
 
