@@ -1,13 +1,15 @@
 """Every distillation rule on the toy prior, in the same 2D and 3D settings: the comparison table of docs/guidance.md.
 
-    python scripts/compare_guidance.py                      # both tables (about 40 minutes on 2 CPU cores)
+    python scripts/compare_guidance.py --dims 2d                 # the 2D table of docs/guidance.md
+    python scripts/compare_guidance.py --dims 3d --steps-3d 400  # its 3D table (the recipe's 800 steps by default)
     python scripts/compare_guidance.py --dims 2d --rules sds vsd csd
 
 2D: "a cube" (the colour left open), 8 latent particles, 500 steps (the setting of the 2D ambiguity study of
 docs/toy.md, whose runs it shares): per set the shapes judged right, the distinct judged colours, the foreground's
 saturation, the silhouette edge width, the spread (mean pairwise difference of the particles) and the judged colours'
 distance from the prior's own samples.
-3D: "a green cone", one NeRF, the toy recipe's 800 steps, seed 0, scored on a 24-view test orbit
+3D: "a green cone", one NeRF, ``--steps-3d`` steps (t's upper end annealed at half of them, as the toy recipe does
+at 400 of its 800), seed 0, scored on a 24-view test orbit
 (``lab.toy.trial``): IoU, colour error, saturation, judged colour (with ``--open-seeds N``, also "a cube" over N
 seeds: how many colours).
 Time per step is the training wall-clock over the steps (loading, validation and test video included, so a rough
