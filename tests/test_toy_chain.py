@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import launch
+from tests.fixtures.toy_chain import chain_block
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -24,15 +24,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 MESH_IOU_NOISE = 0.03
 MIN_STAGE2_MESH_IOU = 0.35
 MAX_STAGE3_COLOUR_ERROR = 0.15
-
-
-def chain_block(path: Path) -> list:
-    """The launch.py commands of the three-stage block of a document (README.md, docs/toy.md)."""
-    text = path.read_text()
-    blocks = [b.split("```", 1)[0] for b in text.split("```bash")[1:]]
-    block = next(b for b in blocks if "vsd-geometry.yaml" in b)
-    commands = " ".join(block.replace("\\\n", " ").split("\n")).split(".venv/bin/python ")
-    return [c.split() for c in commands if c.strip().startswith("launch.py")]
 
 
 def test_readme_and_toy_docs_show_the_same_chain():
@@ -43,19 +34,12 @@ def test_readme_and_toy_docs_show_the_same_chain():
 
 
 @pytest.mark.slow
-def test_toy_chain_refines_the_shape_and_colours_it(tmp_path, monkeypatch):
+def test_toy_chain_refines_the_shape_and_colours_it(toy_chain):
     from evaluate_toy import evaluate_trial
 
-    monkeypatch.chdir(REPO)
-    common = [f"exp_root_dir={tmp_path}", "data.n_test_views=8", f"system.prompt_processor.cache_dir={tmp_path / 'emb'}",
-              "trainer.enable_progress_bar=false"]
-    for command in chain_block(REPO / "README.md"):
-        argv = [a.replace("outputs/", f"{tmp_path}/") for a in command[1:]]
-        assert launch.main(argv + common) == 0, argv
-    trials = {name: next((tmp_path / name).iterdir()) for name in ("toy-vsd", "toy-vsd-geometry", "toy-vsd-texture")}
-    s1 = evaluate_trial(trials["toy-vsd"], n_views=24)  # meshed at density 3 (configs/toy/vsd.yaml), as converted
-    s2 = evaluate_trial(trials["toy-vsd-geometry"], n_views=24)
-    s3 = evaluate_trial(trials["toy-vsd-texture"], n_views=24)
+    s1 = evaluate_trial(toy_chain["toy-vsd"], n_views=24)  # meshed at density 3 (configs/toy/vsd.yaml), as converted
+    s2 = evaluate_trial(toy_chain["toy-vsd-geometry"], n_views=24)
+    s3 = evaluate_trial(toy_chain["toy-vsd-texture"], n_views=24)
     assert s2["mesh_iou"] >= s1["mesh_iou"] - MESH_IOU_NOISE and s2["mesh_iou"] > MIN_STAGE2_MESH_IOU, (s1, s2)
     for s in (s1, s2, s3):
         assert s["iou"] > s["reference_iou"], s

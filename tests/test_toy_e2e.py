@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import launch
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -24,15 +22,10 @@ MAX_COLOUR_ERROR = 0.16
 
 
 @pytest.mark.slow
-def test_toy_vsd_distils_the_prompted_primitive(tmp_path, monkeypatch):
+def test_toy_vsd_distils_the_prompted_primitive(toy_chain):
     from evaluate_toy import evaluate_trial
 
-    monkeypatch.chdir(REPO)
-    argv = ["--config", "configs/toy/vsd.yaml", "--train", "system.prompt_processor.prompt=a green cone",
-            f"exp_root_dir={tmp_path}", "use_timestamp=false", "tag=e2e", "data.n_test_views=8",
-            f"system.prompt_processor.cache_dir={tmp_path / 'emb'}"]
-    assert launch.main(argv) == 0
-    (trial,) = [p for p in tmp_path.rglob("e2e") if p.is_dir()]
+    trial = toy_chain["toy-vsd"]  # the README's main job (the first command of its three-stage block)
     assert list((trial / "save").glob("*.mp4"))
     s = evaluate_trial(trial, n_views=24)
     assert s["iou"] > MIN_IOU, s

@@ -16,7 +16,6 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from framework.data.cameras import camera_batch
 from framework.prompt_processors.base import view_directions
 from lab.toy.scenes import COLOURS, SHAPES, render
 
