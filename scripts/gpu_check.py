@@ -407,7 +407,7 @@ def compile_section(ctx: Context) -> None:
     ctx.emit("compile", "VSD shared, compile + 3 warm-up steps: seconds", f"{time.perf_counter() - t0:.0f}")
     ctx.emit("compile", "VSD shared, compiled: peak memory", _gb(peak))
     steps = 2 if ctx.dry_run else ctx.args.train_steps
-    extra = [f"system.guidance.compile_unets=reduce-overhead", f"system.guidance.compile_backend={backend}"]
+    extra = ["system.guidance.compile_unets=reduce-overhead", f"system.guidance.compile_backend={backend}"]
     r = run_recipe(ctx, "train-compiled", "vsd.yaml", vsd64(ctx) + extra, steps)
     ctx.emit("compile", "vsd.yaml 64x64 compiled: status", r["status"])
     if r["status"] == "ok":

@@ -19,7 +19,6 @@ from __future__ import annotations
 import types
 from typing import Literal, Optional
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
