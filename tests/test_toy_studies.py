@@ -30,3 +30,12 @@ def test_vsd_particles_spread_over_colours_and_its_lora_fits_them(tmp_path_facto
     assert frozen["lora_fit"] == pytest.approx(1.0, abs=1e-4), frozen
     assert frozen["distinct_colours"] <= 1, frozen["colours"]
     assert vsd["saturation"] > frozen["saturation"] + 0.1, (vsd, frozen)
+
+
+def test_an_unfinished_run_folder_is_named_not_overwritten(tmp_path):
+    from framework.errors import UserError
+    from lab.toy.studies import train
+
+    (tmp_path / "ambiguity-2d" / "vsd-a_cube-s0").mkdir(parents=True)
+    with pytest.raises(UserError, match="vsd-a_cube-s0 holds an unfinished run.*delete that folder"):
+        train(RULES_2D["vsd"], SETTING, tmp_path, "ambiguity-2d")

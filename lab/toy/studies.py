@@ -122,6 +122,10 @@ def train(rule: Rule, setting: Setting, out: Path, study: str) -> Tuple[Path, fl
     if (trial / "ckpts" / "last.ckpt").is_file():
         seconds = trial / SECONDS_FILE
         return trial, float(seconds.read_text()) if seconds.is_file() else float("nan")
+    if trial.exists():
+        from framework.errors import UserError
+
+        raise UserError(f"{trial} holds an unfinished run (no ckpts/last.ckpt); delete that folder to train it again")
     overrides = [
         f"system.prompt_processor.prompt={setting.prompt}", f"seed={setting.seed}", f"exp_root_dir={out}",
         f"name={study}", f"tag={tag}", "use_timestamp=false", f"system.n_particles={setting.n_particles}",
