@@ -43,6 +43,10 @@ CONFIGS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "vsd-shared-channels-last": ("stable-diffusion-vsd-guidance", {"enable_channels_last_format": True}),
     "vsd-shared-compiled": ("stable-diffusion-vsd-guidance", {"compile_unets": "default"}),
     "sds-compiled": ("stable-diffusion-guidance", {"compile_unets": "default"}),
+    # ``optimizer``: arguments of the AdamW step instead of the guidance's (here PyTorch's per-tensor loop in place
+    # of the fused step a config gets by default)
+    "sds-loop-optimizer": ("stable-diffusion-guidance", {"optimizer": {"fused": False}}),
+    "vsd-shared-loop-optimizer": ("stable-diffusion-vsd-guidance", {"optimizer": {"fused": False}}),
 }
 DEFAULT_CONFIGS = ["sds", "vsd-separate", "vsd-shared", "vsd-shared-unbatched", "vsd-shared-estimate",
                    "vsd-separate-estimate"]
@@ -123,12 +127,16 @@ def build_case(
     seed: int = 0,
 ) -> GuidanceCase:
     """A :class:`GuidanceCase` for registry name ``kind`` with ``config``; the scene is ``render_size`` square
-    (default: the guidance's working size, so nothing is resized). ``prompt_utils`` defaults to random embeddings."""
+    (default: the guidance's working size, so nothing is resized). ``prompt_utils`` defaults to random embeddings.
+    ``config["optimizer"]``, if present, holds AdamW arguments (e.g. ``{"fused": False}``) rather than the guidance's."""
     import framework.guidance  # noqa: F401  (registration)
     from framework import registry
     from framework.utils.seeding import seed_all
+    from systems.optim import optimizer_arguments
 
     seed_all(seed)
+    config = dict(config)
+    optimizer_args = {"betas": (0.9, 0.99), "eps": 1e-15, **config.pop("optimizer", {})}
     guidance = registry.find("guidance", kind)(config).to(device)
     if prompt_utils is None:
         prompt_utils = random_prompt_utils(guidance.models.unet.config.cross_attention_dim)
@@ -137,7 +145,8 @@ def build_case(
     groups = [{"params": [scene], "lr": 1e-2, "name": "scene"}]
     if list(guidance.parameters()):
         groups.append({"params": list(guidance.parameters()), "lr": 1e-4, "name": "guidance"})
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-15)
+    # the arguments a config's optimizer gets (the fused step by default), so the benchmark times what a run does
+    optimizer = torch.optim.AdamW(groups, **optimizer_arguments(torch.optim.AdamW, groups, optimizer_args))
     batch = dict(
         elevation=torch.tensor([15.0], device=device), azimuth=torch.tensor([30.0], device=device),
         camera_distances=torch.tensor([1.2], device=device), c2w=torch.eye(4, device=device)[None],

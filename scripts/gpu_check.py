@@ -163,6 +163,8 @@ def guidance_cases(ctx: Context) -> List[Tuple[str, str, Dict[str, Any]]]:
         ("VSD shared, lora_half_precision", vsd, {**shared, "lora_half_precision": True}),
         ("VSD shared, switches on", vsd, {**shared, **LEVERS_ON}),
         ("VSD shared, LoRA on estimate", vsd, {**shared, "lora_train_on_estimate": True}),
+        # the optimizer: fused AdamW is what a config gets by default; PyTorch's own CUDA default is foreach
+        ("VSD shared, AdamW foreach (fused off)", vsd, {**shared, "optimizer": {"foreach": True}}),
     ]
     return cases
 

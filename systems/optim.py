@@ -19,7 +19,10 @@ class OptimizerConfig:
     name: str = "AdamW"
     """A class of ``torch.optim`` (Adam, AdamW, SGD, ...)."""
     args: Dict[str, Any] = field(default_factory=lambda: {"lr": 1e-3})
-    """Keyword arguments of the optimizer, the defaults of every group (lr, betas, eps, weight_decay)."""
+    """Keyword arguments of the optimizer, the defaults of every group (lr, betas, eps, weight_decay). Where the
+    class has a fused implementation (Adam, AdamW, SGD, Adagrad) and ``args`` sets none of ``fused``, ``foreach``,
+    ``differentiable``, it is used (``fused: true``): one kernel for all parameters instead of one per tensor, the
+    same update to float tolerance. ``fused: false`` keeps PyTorch's own default."""
     params: Optional[Dict[str, Dict[str, Any]]] = None
     """Parameter groups: a dotted module path of the system (``geometry.encoding``, ``guidance``) -> group options
     (e.g. ``{lr: 0.01}``). Trainable parameters in no listed group form a group with ``args`` alone."""
@@ -101,9 +104,36 @@ def build_optimizer(system: nn.Module, cfg: OptimizerConfig) -> torch.optim.Opti
     if not groups:
         raise config_error(_key(system, "optimizer"), "the system has no trainable parameters")
     try:
-        return cls(groups, **cfg.args)
+        return cls(groups, **optimizer_arguments(cls, groups, cfg.args))
     except TypeError as e:
         raise config_error(_key(system, "optimizer.args"), str(e)) from None
+
+
+def optimizer_arguments(cls: type, groups: List[Dict[str, Any]], args: Dict[str, Any]) -> Dict[str, Any]:
+    """``args`` with ``fused=True`` added where ``cls`` has a fused step that can take every parameter and ``args``
+    chooses no implementation itself.
+
+    A VSD run steps hundreds of small LoRA tensors: PyTorch's default loops over them on CPU (measured 5.5 ms for
+    112 rank-4 tensors against 0.8 ms fused, 5% of the tiny model's VSD step) and on CUDA launches several kernels
+    per tensor group, where the step is bound by launches. The update is AdamW's (SGD's, ...) to float tolerance
+    (``tests/test_optim.py`` checks it against the closed form of a first step).
+    """
+    if any(k in args for k in ("fused", "foreach", "differentiable")):
+        return dict(args)
+    try:
+        import inspect
+
+        if "fused" not in inspect.signature(cls.__init__).parameters:
+            return dict(args)
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except (ImportError, TypeError, ValueError):
+        return dict(args)
+    params = [p for g in groups for p in g["params"]]
+    if not params or any(not p.is_floating_point() or p.is_sparse or p.device.type not in devices for p in params):
+        return dict(args)
+    return {**args, "fused": True}
 
 
 def check_finite_numbers(options: Dict[str, Any], key: str) -> None:

@@ -234,7 +234,9 @@ def check_scheduler_arguments(cfg: Any, scheduler: Any, saved: Dict[str, Any], p
             )
 
 
-_NOT_HYPERPARAMETERS = {"params", "name", "initial_lr"}
+# How the step is computed, not what it computes: a resumed run keeps its saved implementation (a for-loop state's
+# step counters live where the loop keeps them, not where a fused kernel expects them).
+_NOT_HYPERPARAMETERS = {"params", "name", "initial_lr", "fused", "foreach", "capturable", "differentiable"}
 
 
 def _same(a: Any, b: Any) -> bool:
