@@ -7,6 +7,9 @@
 2. Under-specified prompts: ``--open-samples`` samples of each prompt that leaves the colour open ("a cube", ...)
    and of each that leaves the shape open ("a red object", ...): the judged histogram of the free attribute, how many
    of its values appear, and its total variation distance from uniform (0: every value equally often).
+3. ``--saturation-prompts``: for full prompts, the mean foreground saturation of ``--saturation-samples`` samples
+   against that of the ground-truth renders of the same primitive (random training cameras): whether the prior at
+   this ``--cfg`` paints its colours as the renders it learnt from have them.
 Sampling: DDIM, 30 steps, classifier-free guidance 7.5 (diffusers' convention), seed 0 (lab.toy.sampling).
 """
 
@@ -28,6 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--open-samples", type=int, default=60, help="samples per under-specified prompt (0: none)")
     p.add_argument("--open-prompts", nargs="*", default=None,
                    help="the under-specified prompts (default: every shape-only and colour-only prompt)")
+    p.add_argument("--saturation-prompts", nargs="*", default=[],
+                   help="full prompts whose samples' saturation is compared with the ground truth's")
+    p.add_argument("--saturation-samples", type=int, default=32)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cfg", type=float, default=7.5)
     p.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
@@ -45,6 +51,14 @@ def main(argv=None) -> int:
     from lab.toy.metrics import total_variation
     from lab.toy.sampling import prior_samples
     from lab.toy.scenes import COLOURS, SHAPES
+
+    for prompt in args.saturation_prompts:
+        try:
+            parse_prompt(prompt)
+        except KeyError:
+            print(f"error: --saturation-prompts {prompt!r}: not a full toy prompt (one colour and one shape, e.g. "
+                  "'a green cone')", file=sys.stderr)
+            return 2
 
     def sample(prompt: str, n: int, seed: int) -> torch.Tensor:
         return prior_samples(args.model, prompt + args.suffix, n, seed=seed, guidance_scale=args.cfg,
@@ -86,6 +100,22 @@ def main(argv=None) -> int:
             shown = ", ".join(f"{v} {values.count(v)}" for v in support) + (f", other {others}" if others else "")
             print(f"| {prompt} | {free} | {shown} | {sum(values.count(v) > 0 for v in support)}/{len(support)} | "
                   f"{tv:.3f} | {right}/{len(named)} |", flush=True)
+    if args.saturation_prompts:
+        from lab.toy.dataset import IMAGE_SIZE, sample_cameras
+        from lab.toy.metrics import foreground_saturation
+        from lab.toy.scenes import render
+
+        print()
+        print("| prompt | CFG | samples' saturation | ground truth's | colour right |")
+        print("| --- | --- | --- | --- | --- |")
+        for k, prompt in enumerate(args.saturation_prompts):
+            colour, shape = parse_prompt(prompt)
+            n = args.saturation_samples
+            images = sample(prompt, n, seed=2000 + k)
+            truth, _ = render(shape, colour, sample_cameras(n, torch.Generator().manual_seed(2000 + k), IMAGE_SIZE))
+            right = sum(c == colour for c in colour_of(images))
+            print(f"| {prompt} | {args.cfg:g} | {foreground_saturation(images).mean():.3f} | "
+                  f"{foreground_saturation(truth).mean():.3f} | {right}/{n} |", flush=True)
     if args.grid and rows:
         import imageio.v3 as iio
 

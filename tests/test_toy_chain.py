@@ -2,13 +2,13 @@
 ("a green cone": configs/toy/vsd.yaml, then vsd-geometry.yaml from its checkpoint, then vsd-texture.yaml from that
 one), each scored by scripts/evaluate_toy.py against the ground-truth cone.
 
-Measured (docs/toy.md, seed 0, 24-view orbit): stage 1 IoU 0.617, colour error 0.086, mesh IoU 0.438 (its NeRF
-meshed at density 3); stage 2 IoU 0.622, mesh IoU 0.443; stage 3 IoU 0.622, colour error 0.098, judged green; the best
+Measured (docs/toy.md, seed 0, 24-view orbit): stage 1 IoU 0.618, colour error 0.086, mesh IoU 0.444 (its NeRF
+meshed at density 3); stage 2 IoU 0.622, mesh IoU 0.449; stage 3 IoU 0.622, colour error 0.070, judged green; the best
 IoU another primitive reaches is 0.542. Required: the refined mesh at least as close to the cone as stage 1's (within
 0.03, the run-to-run noise of a mesh IoU at this grid size), every stage's silhouette beating the best wrong shape, and
-the textured mesh coloured as prompted (colour error below 0.15; a grey cone, as the toy gave before its VAE learnt
-colours off the palette, scores 0.24-0.29). The texture stage does not lower stage 1's colour error on the toy
-(docs/toy.md says why); this test does not claim it does.
+the texture closer to the lit cone's colours than stage 1 (lower colour error) and judged green. With the texture
+recipe at threestudio's CFG 7.5 instead of its 1.5 the texture ends at 0.098 and 0.096 (seeds 0 and 1) and fails the
+colour bound; a grey cone, as the toy gave before its VAE learnt colours off the palette, scores 0.24-0.29.
 """
 
 import sys
@@ -23,7 +23,6 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 MESH_IOU_NOISE = 0.03
 MIN_STAGE2_MESH_IOU = 0.35
-MAX_STAGE3_COLOUR_ERROR = 0.15
 
 
 def test_readme_and_toy_docs_show_the_same_chain():
@@ -43,4 +42,4 @@ def test_toy_chain_refines_the_shape_and_colours_it(toy_chain):
     assert s2["mesh_iou"] >= s1["mesh_iou"] - MESH_IOU_NOISE and s2["mesh_iou"] > MIN_STAGE2_MESH_IOU, (s1, s2)
     for s in (s1, s2, s3):
         assert s["iou"] > s["reference_iou"], s
-    assert s3["colour_error"] < MAX_STAGE3_COLOUR_ERROR and s3["colour"] == "green", s3
+    assert s3["colour_error"] < s1["colour_error"] and s3["colour"] == "green", (s1, s3)
