@@ -103,26 +103,30 @@ def cmd_ambiguity_3d(args) -> int:
         return (f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]",)
 
     spp = args.steps_per_particle
-    vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles", overrides=anneal(4 * spp)),
-                 Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
-                 Path(args.out), study="ambiguity-3d", n_views=args.views)
-    sds_particles, seconds = [], 0.0
-    for seed in range(args.seed, args.seed + 4):
-        r = run_3d(sds_rule(SDS_3D, args.sds_cfg, anneal(spp)),
-                   Setting(args.prompt, n_particles=1, steps=spp, seed=seed, extra=extra),
-                   Path(args.out), study="ambiguity-3d", n_views=args.views)
-        sds_particles += r["particles"]
-        seconds += r["seconds"]
+    results = []  # (label of the per-particle rows, label of the summary row, particles, seconds)
+    if "vsd" in args.methods:
+        vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles", overrides=anneal(4 * spp)),
+                     Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
+                     Path(args.out), study="ambiguity-3d", n_views=args.views)
+        results.append((f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
+    if "sds" in args.methods:
+        sds_particles, seconds = [], 0.0
+        for seed in range(args.seed, args.seed + 4):
+            r = run_3d(sds_rule(SDS_3D, args.sds_cfg, anneal(spp)),
+                       Setting(args.prompt, n_particles=1, steps=spp, seed=seed, extra=extra),
+                       Path(args.out), study="ambiguity-3d", n_views=args.views)
+            sds_particles += r["particles"]
+            seconds += r["seconds"]
+        results.append((f"SDS, CFG {args.sds_cfg:g}, {spp} steps per seed", "SDS", sds_particles, seconds))
     print("| method | particle / seed | colour | saturation | IoU | colour error |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for line in particle_rows(f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", vsd["particles"]):
-        print(line)
-    for line in particle_rows(f"SDS, CFG {args.sds_cfg:g}, {spp} steps per seed", sds_particles):
-        print(line)
+    for label, _, parts, _ in results:
+        for line in particle_rows(label, parts):
+            print(line)
     print()
     print("| method | distinct colours | mean saturation | mean IoU | mean colour error | train seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for label, parts, secs in (("VSD", vsd["particles"], vsd["seconds"]), ("SDS", sds_particles, seconds)):
+    for _, label, parts, secs in results:
         s = summarise_3d(parts)
         print(f"| {label} | {s['distinct_colours']} ({', '.join(s['colours'])}) | {s['saturation']:.2f} | "
               f"{s['iou']:.3f} | {s['colour_error']:.3f} | {fmt(secs, 0)} |")
@@ -200,6 +204,9 @@ def main(argv=None) -> int:
     s.add_argument("--steps-per-particle", type=int, default=800)
     s.add_argument("--sds-cfg", type=float, default=20.0, help="diffusers CFG of the SDS runs")
     s.add_argument("--views", type=int, default=24)
+    s.add_argument("--methods", nargs="+", choices=["vsd", "sds"], default=["vsd", "sds"],
+                   help="train (and print) only these (after any overrides); two processes, one per method, use both cores, and a run "
+                        "with both then scores the finished runs")
     s.add_argument("extra", nargs="*", help="more key=value overrides for every run")
     s = add("cfg-sweep", cmd_cfg_sweep, "SDS and VSD at several CFG scales in 3D")
     s.add_argument("--prompts", nargs="+", default=CFG_PROMPTS)

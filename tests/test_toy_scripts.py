@@ -53,6 +53,26 @@ def test_sampling_needs_a_model_folder(tmp_path, capfd):
     one_error_line(capfd, "--model", "model_index.json")
 
 
+def test_saturation_needs_full_prompts(capfd):
+    assert script("sample_toy_prior").main(["--samples", "0", "--open-samples", "0",
+                                            "--saturation-prompts", "a green cone", "a cube"]) == 2
+    one_error_line(capfd, "--saturation-prompts", "'a cube'", "one colour and one shape")
+
+
+def test_saturation_row_of_the_prior(capfd):
+    """The ground truth's column is the renders' foreground saturation; green (0.12, 0.70, 0.15) lit by the toy's
+    lights keeps its hue, so its HSV saturation is (0.70 - 0.12) / 0.70 = 0.83 wherever no background blends in: the
+    mean over whole silhouettes (anti-aliased edges included) lies a little below that."""
+    assert script("sample_toy_prior").main(["--samples", "0", "--open-samples", "0", "--saturation-prompts",
+                                            "a green cone", "--saturation-samples", "3", "--steps", "2"]) == 0
+    (row,) = [line for line in capfd.readouterr().out.splitlines() if line.startswith("| a green cone")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "7.5" and cells[4].endswith("/3")
+    samples, truth = float(cells[2]), float(cells[3])
+    assert 0.0 <= samples <= 1.0
+    assert 0.6 < truth <= (0.70 - 0.12) / 0.70 + 1e-3
+
+
 def test_evaluation_of_a_folder_that_is_not_a_trial(tmp_path, capfd):
     assert script("evaluate_toy").main([str(tmp_path)]) == 2
     one_error_line(capfd, "not a trial folder")
@@ -75,3 +95,19 @@ def test_evaluation_of_an_image_trial(tmp_path, monkeypatch, capfd):
     capfd.readouterr()
     assert script("evaluate_toy").main([str(trial)]) == 2
     one_error_line(capfd, "text-to-image-system", "text-to-3D")
+
+
+def test_ambiguity_3d_trains_and_prints_only_the_methods_asked_for(tmp_path, monkeypatch, capfd):
+    """``--methods sds`` trains the four SDS seeds and no VSD run; a later run with both methods would train only
+    what is missing (here a one-step toy at 16x16, scored on 2 views)."""
+    monkeypatch.chdir(REPO)
+    small = [o for o in SMALL_3D if not o.startswith("data.n_test_views")] + ["data.n_val_views=1"]
+    rc = script("toy_studies").main(["--out", str(tmp_path), "ambiguity-3d", "--steps-per-particle", "2",
+                                     "--views", "2", *small, f"system.prompt_processor.cache_dir={tmp_path / 'emb'}",
+                                     "--methods", "sds"])
+    assert rc == 0
+    out = capfd.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| SDS")]
+    assert len(rows) == 5 and not any(line.startswith("| VSD") for line in out.splitlines())
+    runs = sorted(p.name for p in (tmp_path / "ambiguity-3d").iterdir())
+    assert runs == [f"sds-20-a_cube-s{k}" for k in range(4)]
