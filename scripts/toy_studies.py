@@ -205,8 +205,8 @@ def main(argv=None) -> int:
     s.add_argument("--sds-cfg", type=float, default=20.0, help="diffusers CFG of the SDS runs")
     s.add_argument("--views", type=int, default=24)
     s.add_argument("--methods", nargs="+", choices=["vsd", "sds"], default=["vsd", "sds"],
-                   help="train (and print) only these (after any overrides); two processes, one per method, use both cores, and a run "
-                        "with both then scores the finished runs")
+                   help="train (and print) only these; give it after any overrides. Two processes, one per "
+                        "method, use both cores; a run with both then scores the finished runs")
     s.add_argument("extra", nargs="*", help="more key=value overrides for every run")
     s = add("cfg-sweep", cmd_cfg_sweep, "SDS and VSD at several CFG scales in 3D")
     s.add_argument("--prompts", nargs="+", default=CFG_PROMPTS)
