@@ -38,6 +38,7 @@ from framework.config import Bounds
 from framework.errors import ConfigError
 from framework.guidance.model_ids import maintained_copy
 from framework.module import BaseObject
+from framework.prompt_processors import perp_neg
 from framework.prompt_processors.perp_neg import perp_neg_embeddings
 from framework.utils.naming import text_hash
 
@@ -127,13 +128,13 @@ class PromptProcessorOutput:
     """(1, N, C) the empty prompt (classifier-free guidance's null condition), whatever negative_prompt says."""
     use_perp_neg: bool = False
     """Whether the guidance combines predictions with Perp-Neg (get_text_embeddings_perp_neg)."""
-    perp_neg_f_sb: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+    perp_neg_f_sb: Tuple[float, float, float] = perp_neg.F_SB
     """Perp-Neg weight (a, b, c) of the side negative between side and back views."""
-    perp_neg_f_fsb: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+    perp_neg_f_fsb: Tuple[float, float, float] = perp_neg.F_FSB
     """Perp-Neg weight (a, b, c) of the front negative between side and back views."""
-    perp_neg_f_fs: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+    perp_neg_f_fs: Tuple[float, float, float] = perp_neg.F_FS
     """Perp-Neg weight (a, b, c) of the front negative between front and side views."""
-    perp_neg_f_sf: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+    perp_neg_f_sf: Tuple[float, float, float] = perp_neg.F_SF
     """Perp-Neg weight (a, b, c) of the side negative between front and side views."""
     src_text_embeddings_vd: Optional[Tensor] = None
     """(V + 1, N, C) SDS-Bridge's source prompt (the renders' failure modes) of each direction, then of the plain
@@ -246,13 +247,13 @@ class PromptProcessor(BaseObject):
         """Write views as a prefix ('front view of <prompt>') instead of a suffix ('<prompt>, front view')."""
         use_perp_neg: bool = False
         """Perp-Neg (threestudio's): azimuth-interpolated view prompts, the other views as perpendicular negatives."""
-        perp_neg_f_sb: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+        perp_neg_f_sb: Tuple[float, float, float] = perp_neg.F_SB
         """Perp-Neg weight a exp(-b r) + c of the side negative between side and back views."""
-        perp_neg_f_fsb: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+        perp_neg_f_fsb: Tuple[float, float, float] = perp_neg.F_FSB
         """Perp-Neg weight a exp(-b r) + c of the front negative between side and back views."""
-        perp_neg_f_fs: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+        perp_neg_f_fs: Tuple[float, float, float] = perp_neg.F_FS
         """Perp-Neg weight a exp(-b r) + c of the front negative between front and side views."""
-        perp_neg_f_sf: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+        perp_neg_f_sf: Tuple[float, float, float] = perp_neg.F_SF
         """Perp-Neg weight a exp(-b r) + c of the side negative between front and side views."""
         src_modifier: Optional[str] = None
         """SDS-Bridge's source text, the renders' failure modes (e.g. 'oversaturated, smooth, blurry'); null: none."""

@@ -17,6 +17,16 @@ from torch import Tensor
 
 SIDE, FRONT, BACK, OVERHEAD = 0, 1, 2, 3
 
+# threestudio's default (a, b, c) triples of the four negative weights
+F_SB: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+"""The side negative between side and back views."""
+F_FSB: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+"""The front negative between side and back views."""
+F_FS: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+"""The front negative between front and side views."""
+F_SF: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+"""The side negative between front and side views."""
+
 
 def shifted_exponential_decay(a: float, b: float, c: float, r: Tensor) -> Tensor:
     """``a exp(-b r) + c``."""
