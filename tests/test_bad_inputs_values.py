@@ -336,6 +336,25 @@ def test_resume_with_the_same_config_changes_nothing(v, tmp_path, capsys):
     assert "note: resume" not in capsys.readouterr().err
 
 
+def test_resume_keeps_the_optimizer_implementation_the_checkpoint_was_saved_with(v, tmp_path, capsys):
+    """A checkpoint saved with PyTorch's per-tensor loop (``fused: false``, as every checkpoint from before the fused
+    default) resumes under the default config without a note and keeps the loop (its state was laid out for it);
+    one saved with the fused step resumes under ``fused: false`` the same way, fused."""
+    loop = [*IMAGE, f"exp_root_dir={tmp_path}", "trainer.max_steps=2", "tag=loop", "+system.optimizer.args.fused=false"]
+    assert launch.main(loop) == 0
+    saved = tmp_path / "image-fitting" / "loop" / "ckpts" / "last.ckpt"
+    for ckpt, extra, fused in ((saved, [], False), (v["good"], ["+system.optimizer.args.fused=false"], True)):
+        capsys.readouterr()
+        tag = f"resumed-{fused}"
+        argv = [*IMAGE, f"exp_root_dir={tmp_path}", f"resume={ckpt}", "trainer.max_steps=4", f"tag={tag}", *extra]
+        assert launch.main(argv) == 0
+        assert "note: resume" not in capsys.readouterr().err
+        state = torch.load(tmp_path / "image-fitting" / tag / "ckpts" / "last.ckpt", weights_only=True)
+        groups = state["optimizer_states"][0]["param_groups"]
+        assert [bool(g["fused"]) for g in groups] == [fused] * len(groups)
+        assert all(s["step"].item() == 4 for s in state["optimizer_states"][0]["state"].values())
+
+
 def test_a_path_refused_by_the_os_inside_a_library_is_one_line(tmp_path, capsys, monkeypatch):
     """The launcher's last net for a too-long path met where no check names it: one line, exit 2."""
     import errno
