@@ -53,6 +53,13 @@ def build_param_groups(system: nn.Module, cfg: OptimizerConfig) -> List[Dict[str
     groups: List[Dict[str, Any]] = []
     resolve = getattr(system, "param_group_modules", None) or (lambda p: [system.get_submodule(p)])
     for path, options in (cfg.params or {}).items():
+        nested = [k for k, v in (options or {}).items() if isinstance(v, dict)]
+        if nested:  # ``params.geometry.encoding.lr=0`` on the command line nests the dotted module name
+            raise config_error(
+                _key(system, f"optimizer.params.{path}"),
+                f"group options must be values (lr: 0.01), got a mapping under '{nested[0]}'; to name the group "
+                f"'{path}.{nested[0]}' on the command line, write system.optimizer.params[{path}.{nested[0]}].lr=...",
+            )
         try:
             targets = [system.get_parameter(path)] if _is_param(system, path) else resolve(path)
         except AttributeError:

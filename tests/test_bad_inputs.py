@@ -139,6 +139,9 @@ CONFIG = rows(
         "config error: checkpoint.every_n_steps: not an argument of ModelCheckpoint.__init__"),
     Row("cfg-optimizer-group", [*IMAGE, "system.optimizer.params.fieldd.lr=0.1"],
         "config error: system.optimizer.params.fieldd: no module or parameter 'fieldd' in the system"),
+    Row("cfg-optimizer-dotted-group", [*IMAGE, "system.optimizer.params.field.grid.lr=0.1"],
+        "config error: system.optimizer.params.field: group options must be values (lr: 0.01), got a mapping under "
+        "'grid'; to name the group 'field.grid' on the command line, write system.optimizer.params[field.grid].lr=..."),
     Row("cfg-loss-weight-orphan", [*IMAGE, "system.loss.lambda_foo=1"],
         "config error: system.loss.lambda_foo: no loss_foo is computed by ImageFittingSystem", False),
     Row("cfg-max-nonfinite-steps", [*IMAGE, "system.max_nonfinite_steps=0"],
