@@ -14,7 +14,9 @@ For each configuration (``lab.guidance_bench.CONFIGS``):
    cost time themselves (the profiled step is slower than the plain one; both are printed);
 3. for VSD, single UNet calls timed without instrumentation (:func:`lab.guidance_bench.unet_call_costs`): plain
    UNet against PEFT UNet with adapters off / on / with the camera embedding, the forward with grad and its
-   backward, adapter switching, the camera embedding and the AdamW step alone.
+   backward, adapter switching, the camera embedding and the AdamW step alone; and the shared step's UNet work as
+   it is done (a batch-3 call without grad, then the batch-1 training pass) against the training pass folded into
+   the batched call (one batch-4 call with grad).
 
 Models: ``tiny`` (``lab.models.tiny_sd``, 16x16 latents) and ``sd21`` (SD 2.1's UNet and VAE configs, random weights,
 ``--latent-size`` latents, default 16: 128x128 images). On CPU the frozen weights are fp32, so there are no dtype

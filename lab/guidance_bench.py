@@ -405,6 +405,20 @@ def unet_call_costs(case: GuidanceCase, plain_unet: torch.nn.Module, reps: int) 
         train_forward()
         grad_out["y"].float().square().mean().backward()
 
+    def split_step():
+        # the default shared step's UNet work: the batched call (CFG pair + LoRA estimate) without grad, then the
+        # LoRA training pass (batch 1) with its backward
+        with torch.no_grad(), class_embedding(unet, g.camera_embedding):
+            call(unet, 3, labels=torch.cat([cam] * 3))
+        train_backward()
+
+    def folded_step():
+        # the training pass folded into the batched call: one batch-4 call with grad, backward through its last row.
+        # LoRA and camera run on every row here; a real fold would also gate them per row, so this is a lower bound
+        with class_embedding(unet, g.camera_embedding):
+            y = call(unet, 4, labels=torch.cat([cam] * 4))
+        y[3:].float().square().mean().backward()
+
     rows = []
     with torch.no_grad():
         rows.append(("plain UNet (no PEFT), batch 1", _median_ms(lambda: call(plain_unet), reps, dev)))
@@ -417,6 +431,10 @@ def unet_call_costs(case: GuidanceCase, plain_unet: torch.nn.Module, reps: int) 
     rows.append(("LoRA + camera, batch 1, forward with grad", _median_ms(train_forward, reps, dev)))
     fb = _median_ms(train_backward, reps, dev)
     rows.append(("LoRA + camera, batch 1, its backward (forward+backward minus forward)", fb - rows[-1][1]))
+    rows.append(("shared step's UNet work: batch 3 without grad + batch 1 with grad and backward",
+                 _median_ms(split_step, reps, dev)))
+    rows.append(("the same folded: one batch-4 call with grad, backward through one row (lower bound)",
+                 _median_ms(folded_step, reps, dev)))
     case.optimizer.zero_grad(set_to_none=True)
     case.forward_loss().backward()
     rows.append(("AdamW step (scene, LoRA, camera embedding)", _median_ms(case.optimizer.step, reps, dev)))

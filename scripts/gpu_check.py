@@ -18,7 +18,8 @@ Sections (``SECTIONS``; each adds rows ``| section | check | value |``, printed 
   both as ratios to SDS, against the targets (VSD <= 2.5x SDS, shared-mode memory <= 1.15x SDS).
 * ``profile``: where the milliseconds of the default VSD steps go (``lab.guidance_bench.profile_breakdown``: host and
   device time per phase and component: PEFT wrappers, dtype casts, LoRA matmuls, camera embedding, adapter
-  switching, optimizer step).
+  switching, optimizer step); for the shared layout also single UNet calls without instrumentation, among them the
+  LoRA training pass folded into the batched call against the two calls the step makes.
 * ``training``: ``configs/vsd.yaml`` at 64x64 (the full recipe otherwise) for ``--train-steps`` steps, switches off
   (the defaults) and on: steps per second in the training loop (against 3.2 measured before the switches) and peak
   memory, each run in its own process.
@@ -213,7 +214,7 @@ def guidance_section(ctx: Context) -> None:
 
 # ---------------------------------------------------------------------------------------------------- profile
 def profile_section(ctx: Context) -> None:
-    from lab.guidance_bench import COMPONENTS, PHASES, build_case, profile_breakdown
+    from lab.guidance_bench import COMPONENTS, PHASES, build_case, load_plain_unet, profile_breakdown, unet_call_costs
 
     base, lora = ctx.model("sd21-base"), ctx.model("sd21-v")
     steps = 1 if ctx.dry_run else 5
@@ -230,6 +231,13 @@ def profile_section(ctx: Context) -> None:
                 continue
             ctx.emit("profile", f"{label}: {names[phase]} / {names[comp]}",
                      f"host {v['cpu_ms']:.2f} ms, device {v['device_ms']:.2f} ms")
+        if label == "VSD shared":
+            # single calls without instrumentation, among them the training pass folded into the batched call
+            dtype = next(case.guidance.lora_model.unet.parameters()).dtype
+            plain = load_plain_unet(base, ctx.device, dtype)
+            for name, ms in unet_call_costs(case, plain, reps=1 if ctx.dry_run else 10):
+                ctx.emit("profile", f"{label}: {name}", f"{ms:.2f} ms")
+            del plain
         del case
         if ctx.device.type == "cuda":
             torch.cuda.empty_cache()

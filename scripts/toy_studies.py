@@ -95,7 +95,7 @@ def particle_rows(label: str, particles: List[Dict[str, Any]]) -> List[str]:
 
 
 def cmd_ambiguity_3d(args) -> int:
-    from lab.toy.studies import SDS_3D, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
+    from lab.toy.studies import SDS_3D, SDS_SCENE_LOSSES, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
 
     extra = tuple(args.extra)
 
@@ -105,7 +105,8 @@ def cmd_ambiguity_3d(args) -> int:
     spp = args.steps_per_particle
     results = []  # (label of the per-particle rows, label of the summary row, particles, seconds)
     if "vsd" in args.methods:
-        vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles", overrides=anneal(4 * spp)),
+        vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles",
+                              overrides=anneal(4 * spp) + SDS_SCENE_LOSSES),
                      Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                      Path(args.out), study="ambiguity-3d", n_views=args.views)
         results.append((f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
@@ -134,12 +135,12 @@ def cmd_ambiguity_3d(args) -> int:
 
 
 def cmd_cfg_sweep(args) -> int:
-    from lab.toy.studies import SDS_3D, VSD_3D, Setting, run_3d, sds_rule, vsd_rule
+    from lab.toy.studies import SDS_3D, SDS_SCENE_LOSSES, VSD_3D, Setting, run_3d, sds_rule, vsd_rule
 
     rows = []
     for prompt in args.prompts:
         for cfg in args.scales:
-            for rule in (sds_rule(SDS_3D, cfg), vsd_rule(VSD_3D, cfg)):
+            for rule in (sds_rule(SDS_3D, cfg), vsd_rule(VSD_3D, cfg, overrides=SDS_SCENE_LOSSES)):
                 r = run_3d(rule, Setting(prompt, n_particles=1, steps=None, seed=args.seed, extra=tuple(args.extra)),
                            Path(args.out), study="cfg-sweep", n_views=args.views)
                 p = r["particles"][0]
@@ -160,24 +161,26 @@ def cmd_panel(args) -> int:
     rows, results = [], []
     for prompt in args.prompts:
         r = run_3d(rule, Setting(prompt, n_particles=1, steps=None, seed=args.seed), Path(args.out), study="panel",
-                   n_views=args.views)
+                   n_views=args.views, scale_search=True)
         p = r["particles"][0]
         results.append((p, r["seconds"]))
         rows.append(f"| {prompt} | {p['colour']} | {'yes' if p['colour_right'] else 'no'} | {p['iou']:.3f} | "
-                    f"{p['colour_error']:.3f} | {p['reference_iou']:.3f} | {p['saturation']:.2f} | "
-                    f"{fmt(r['seconds'], 0)} |")
+                    f"{p['colour_error']:.3f} | {p['reference_iou']:.3f} | {p['scaled_iou']:.3f} | "
+                    f"{p['best_scale']:.2f} | {p['saturation']:.2f} | {fmt(r['seconds'], 0)} |")
         print(rows[-1], flush=True)
     n = len(results)
+
+    def mean(key: str) -> float:
+        return sum(p[key] for p, _ in results) / n
+
     print()
-    print("| prompt | judged colour | colour right | IoU | colour error | other shapes' best IoU | saturation | "
-          "train seconds |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| prompt | judged colour | colour right | IoU | colour error | other shapes' best IoU | IoU at best scale | "
+          "best scale | saturation | train seconds |")
+    print("| --- " * 10 + "|")
     print("\n".join(rows))
     right = sum(bool(p["colour_right"]) for p, _ in results)
-    print(f"| **all {n}** | | {right}/{n} | {sum(p['iou'] for p, _ in results) / n:.3f} | "
-          f"{sum(p['colour_error'] for p, _ in results) / n:.3f} | "
-          f"{sum(p['reference_iou'] for p, _ in results) / n:.3f} | "
-          f"{sum(p['saturation'] for p, _ in results) / n:.2f} | |")
+    print(f"| **all {n}** | | {right}/{n} | {mean('iou'):.3f} | {mean('colour_error'):.3f} | "
+          f"{mean('reference_iou'):.3f} | {mean('scaled_iou'):.3f} | | {mean('saturation'):.2f} | |")
     return 0
 
 

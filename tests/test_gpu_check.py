@@ -37,6 +37,7 @@ def test_gpu_check_dry_run(tmp_path, capsys):
     assert any(c.startswith("prolificdreamer-texture.yaml (16x16, grid 32): ms/step") for c in rows)
     assert rows["vsd.yaml 64x64, switches on: status"] == "ok"
     assert any(c.startswith("VSD shared: LoRA UNet training forward / ") for c in rows)  # the profile's rows
+    assert "VSD shared: the same folded: one batch-4 call with grad, backward through one row (lower bound)" in rows
     assert "FAILED" not in out
     assert [tuple(r) for r in json.loads(rows_file.read_text())][-1][0] == "stages"
 

@@ -47,7 +47,7 @@ def test_profile_of_the_batched_call(tiny_sd):
 def test_uninstrumented_call_costs(tiny_sd):
     case = case_for(tiny_sd)
     rows = dict(unet_call_costs(case, load_plain_unet(tiny_sd, torch.device("cpu"), torch.float32), reps=1))
-    assert len(rows) == 10 and all(v == v for v in rows.values())
+    assert len(rows) == 12 and all(v == v for v in rows.values())
     assert rows["plain UNet (no PEFT), batch 1"] > 0
 
 

@@ -40,7 +40,10 @@ def test_batched_call_gives_the_separate_calls_results(cfg, kw, tiny_sd, tiny_pr
     batched, unbatched = pair(tiny_sd, **cfg)
     (o1, g1, p1), (o2, g2, p2) = step(batched, tiny_prompt_utils, **kw), step(unbatched, tiny_prompt_utils, **kw)
     assert g1.abs().max() > 0
-    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+    # float tolerance relative to the gradient's scale: the UNet's kernels may sum in another order at batch 3 than at
+    # batches 2 and 1 (measured: up to 1.2e-5 of the largest entry on one Xeon; within 1e-6 on the CPU the test was
+    # written on); a wrong row, LoRA strength or camera would differ by the size of the entries themselves
+    torch.testing.assert_close(g1, g2, atol=5e-5 * g1.abs().max().item(), rtol=1e-5)
     torch.testing.assert_close(o1["loss_lora"], o2["loss_lora"], atol=0, rtol=0)  # the training pass is unchanged
     for a, b in zip(p1, p2):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-5)

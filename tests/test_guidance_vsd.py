@@ -252,7 +252,9 @@ def test_shared_and_separate_modes_agree(tiny_sd, tiny_prompt_utils):
     (v1, l1, g1, p1), (v2, l2, g2, p2) = results
     torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(l1, l2, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)
+    # float tolerance relative to the gradient's scale: one batched UNet call sums in another order than two smaller
+    # calls on some CPUs (1.3e-5 of the largest entry measured on one Xeon)
+    torch.testing.assert_close(g1, g2, atol=5e-5 * g1.abs().max().item(), rtol=1e-4)
     for a, b in zip(p1, p2):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
@@ -337,7 +339,9 @@ def test_train_on_estimate_latents(tiny_sd, tiny_prompt_utils):
             keep = torch.ones(2, dtype=torch.bool)
             expected = g.lora_training_loss(latents, text, c2w.reshape(2, 16), t, noise, keep)
             assert out["loss_lora"].item() == pytest.approx(expected.item(), rel=1e-6)
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)  # the same eps_phi
+    # the same eps_phi, to float tolerance relative to the gradient's scale (the two runs batch their UNet calls
+    # differently, and some CPUs sum in another order per batch size)
+    torch.testing.assert_close(grads[0], grads[1], atol=5e-5 * grads[1].abs().max().item(), rtol=1e-5)
 
     # Camera CFG on and every camera dropped: the loss is the no-camera prediction's.
     g = vsd(tiny_sd, tiny_sd, lora_train_on_estimate=True, guidance_scale_lora=0.5, lora_camera_dropout=1.0)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from framework.data.cameras import camera_batch
 from lab.models.toy_prior import build_vae, fold_latent_statistics
@@ -24,7 +25,7 @@ from lab.toy.dataset import (
     shape_prompt,
     view_prompts,
 )
-from lab.toy.evaluate import scores
+from lab.toy.evaluate import best_scale, ground_truth, scores, silhouette_iou
 from lab.toy.judge import colour_of, foreground, judge_training_images, saturation, shape_of
 from lab.toy.scenes import COLOURS, SHAPES, render
 
@@ -180,3 +181,24 @@ def test_scores_of_ground_truth_and_of_a_wrong_shape():
     assert wrong["colour_error"] > 0.2
     nothing = scores(rgb, torch.zeros_like(cover), rgb, cover)
     assert nothing == {"iou": 0.0, "colour_error": 1.0}
+
+
+def test_best_scale_finds_the_size_of_a_scaled_sphere():
+    """Silhouettes of a sphere 1.15 times the toy's (radius 0.42), computed from the rays alone (a pixel is covered
+    when its ray passes within the radius of the centre), are matched best by the primitive scaled by 1.15; at scale 1
+    the IoU is about the ratio of the two discs' areas in the image."""
+    batches = [cams(15.0, [60.0 * i, 60.0 * i + 30.0]) for i in range(6)]
+    radius = 0.42 * 1.15
+
+    def covered(b):
+        d = F.normalize(b["rays_d"], dim=-1)
+        return (torch.linalg.cross(b["rays_o"], d, dim=-1).norm(dim=-1) < radius).float()
+
+    opacity = torch.cat([covered(b) for b in batches])
+    scale, iou = best_scale(opacity, "sphere", batches, n_views=3)
+    assert scale == pytest.approx(1.15) and iou > 0.95
+    at_one = silhouette_iou(torch.cat([opacity[4 * k:4 * k + 2] for k in range(3)]),
+                            torch.cat([ground_truth("sphere", "red", batches[2 * k])[1] for k in range(3)]))
+    # the discs' radii in the image are proportional to tan(asin(r / d)) (test above)
+    area_ratio = (math.tan(math.asin(0.42 / 1.5)) / math.tan(math.asin(radius / 1.5))) ** 2
+    assert at_one == pytest.approx(area_ratio, abs=0.02)

@@ -1,4 +1,4 @@
-"""The toy scripts' user errors: one line on stderr, exit status 2, nothing destroyed."""
+"""The toy scripts: their user errors (one line on stderr, exit status 2, nothing destroyed) and their options."""
 
 import importlib.util
 import sys
@@ -86,6 +86,23 @@ def test_evaluation_of_a_prompt_outside_the_toy_vocabulary_and_of_a_missing_chec
     one_error_line(capfd, "a hamburger", "toy shape")
     assert evaluate.main([str(trial), "--ckpt", str(tmp_path / "missing.ckpt")]) == 2
     one_error_line(capfd, "--ckpt", "missing.ckpt")
+
+
+def test_evaluation_with_the_scale_search(tmp_path, monkeypatch, capfd):
+    """``--scale-search`` adds two columns; with every orbit view in the search (2 here), scale 1 is one of the
+    candidates, so the best-scale IoU is at least the plain one."""
+    from lab.toy.evaluate import SCALES
+
+    trial = train("configs/toy/vsd.yaml", tmp_path, monkeypatch, "system.prompt_processor.prompt=a red cube",
+                  *SMALL_3D)
+    capfd.readouterr()
+    assert script("evaluate_toy").main([str(trial), "--scale-search"]) == 0
+    header, rule, row = capfd.readouterr().out.strip().splitlines()
+    assert header.endswith("| IoU at best scale | best scale |") and rule.count("---") == 10
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 10
+    iou, scaled, scale = float(cells[2]), float(cells[8]), float(cells[9])
+    assert scaled >= iou and scale in SCALES
 
 
 def test_evaluation_of_an_image_trial(tmp_path, monkeypatch, capfd):

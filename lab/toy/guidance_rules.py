@@ -2,10 +2,11 @@
 comparison table of docs/guidance.md (``scripts/compare_guidance.py``).
 
 Each rule is the toy recipe (``configs/toy/sds.yaml`` in 3D, ``configs/toy/sds-image.yaml`` in 2D; VSD's own toy
-recipes for VSD) with the rule's guidance swapped in and its paper's settings, as its full-size recipe in
-``configs/`` sets them; only what ties a rule to a run length is shortened to the toy's run (SDI's anneal, SDS-Bridge's
-second stage). Guidance scales are diffusers' CFG scales throughout (``stable-diffusion-guidance`` and SDI's
-``guidance_scale`` take threestudio's s, one less; the others take diffusers' s).
+recipes for VSD, in 3D with the SDS recipe's scene losses) with the rule's guidance swapped in and its paper's
+settings, as its full-size recipe in ``configs/`` sets them; only what ties a rule to a run length is shortened to the
+toy's run (SDI's anneal, SDS-Bridge's second stage). Guidance scales are diffusers' CFG scales throughout
+(``stable-diffusion-guidance`` and SDI's ``guidance_scale`` take threestudio's s, one less; the others take
+diffusers' s).
 
 What the toy cannot express: SDS-Bridge's source prompt ("<prompt>, oversaturated, smooth, ...") and NFSD's negative
 prompt ("unrealistic, blurry, ...") use words the toy's text encoder never saw (the prompt processor says so in one
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
-from lab.toy.studies import SDS_3D, SDS_IMAGE, VSD_3D, VSD_IMAGE, Rule, sds_guidance_scale
+from lab.toy.studies import SDS_3D, SDS_IMAGE, SDS_SCENE_LOSSES, VSD_3D, VSD_IMAGE, Rule, sds_guidance_scale
 
 
 def _swap(loss: str, guidance_type: str, fields: Sequence[str]) -> Tuple[str, ...]:
@@ -32,7 +33,8 @@ def rules(dim: str, steps: int) -> Dict[str, Rule]:
         "sds": Rule("sds", "SDS (CFG 20)", sds, (f"system.guidance.guidance_scale={sds_guidance_scale(20)}",)),
         "sds-100": Rule("sds-100", "SDS (CFG 100, DreamFusion's)", sds,
                         (f"system.guidance.guidance_scale={sds_guidance_scale(100)}",)),
-        "vsd": Rule("vsd", "VSD (CFG 7.5)", vsd, ("system.guidance.guidance_scale=7.5",)),
+        "vsd": Rule("vsd", "VSD (CFG 7.5)", vsd, ("system.guidance.guidance_scale=7.5",
+                                                  *(SDS_SCENE_LOSSES if dim == "3d" else ()))),
         "csd": Rule("csd", "CSD (w = 1, null baseline)", sds, _swap("sds", "stable-diffusion-csd-guidance", [
             "cond_scale=1.0", "uncond_scale=0.0", "null_scale=-1.0", "weighting_strategy=uniform"])),
         "nfsd": Rule("nfsd", "NFSD (s = 7.5, domain term below t = 200)", sds,

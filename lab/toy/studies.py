@@ -67,6 +67,10 @@ def sds_rule(config: str, cfg: float, overrides: Sequence[str] = ()) -> Rule:
 
 VSD_IMAGE, SDS_IMAGE = "configs/toy/vsd-image.yaml", "configs/toy/sds-image.yaml"
 VSD_3D, SDS_3D = "configs/toy/vsd.yaml", "configs/toy/sds.yaml"
+SDS_SCENE_LOSSES: Tuple[str, ...] = ("system.loss.lambda_opaque=0.0",)
+"""Overrides that give a run of ``VSD_3D`` the scene losses of ``SDS_3D``: without the opacity loss that
+ProlificDreamer's stage 1 turns on late (DreamFusion's recipe has none), so that a 3D comparison of VSD with SDS or
+the other rules measures the guidance alone."""
 
 RULES_2D: Dict[str, Rule] = {
     "vsd": vsd_rule(VSD_IMAGE, 7.5, key="vsd"),
@@ -215,13 +219,15 @@ def prior_2d(setting: Setting, n_reference: int = 64, guidance_scale: float = 7.
 
 
 # ------------------------------------------------------------------------------------------------ 3D studies
-def run_3d(rule: Rule, setting: Setting, out: Path, study: str = "toy-3d", n_views: int = 24) -> Dict[str, Any]:
+def run_3d(rule: Rule, setting: Setting, out: Path, study: str = "toy-3d", n_views: int = 24,
+           scale_search: bool = False) -> Dict[str, Any]:
     """Train ``rule`` (a text-to-3D recipe) on ``setting`` and score every particle on a ``n_views``-view test orbit
-    (``lab.toy.trial.score_particles``): ``particles`` (one dict each) and the training ``seconds``."""
+    (``lab.toy.trial.score_particles``, with the best-scale IoU if ``scale_search``): ``particles`` (one dict each)
+    and the training ``seconds``."""
     from lab.toy.trial import load_trial, score_particles
 
     trial, seconds = train(rule, setting, out, study)
-    particles = score_particles(load_trial(trial, n_views=n_views))
+    particles = score_particles(load_trial(trial, n_views=n_views), scale_search)
     return {"rule": rule.label, "trial": str(trial), "seconds": seconds, "particles": particles}
 
 

@@ -9,6 +9,8 @@ particle:
 * ``colour``: the judged colour (``lab.toy.judge.colour_of``) that most orbit views get; ``colour_right`` whether
   it is the prompt's;
 * ``saturation``: mean HSV saturation of the pixels the scene covers (opacity > 0.5), over all views;
+* ``best_scale``, ``scaled_iou`` (when asked): the uniform scale of the primitive that the silhouettes match best and
+  the IoU there (``lab.toy.evaluate.best_scale``: a wrong size told apart from a wrong shape);
 * ``mesh_iou``: the volume IoU of the particle's surface (``geometry.isosurface()``; a NeRF meshed at its
   ``isosurface_threshold`` or the one given) against the primitive (``lab.toy.mesh_score``); NaN with a warning when
   the field has no surface there.
@@ -91,10 +93,11 @@ def _majority(words: List[str]) -> str:
 
 
 @torch.no_grad()
-def score_particles(loaded: LoadedTrial) -> List[Dict[str, Any]]:
-    """The scores of the module docstring for every particle of a loaded 3D trial."""
+def score_particles(loaded: LoadedTrial, scale_search: bool = False) -> List[Dict[str, Any]]:
+    """The scores of the module docstring for every particle of a loaded 3D trial (``best_scale`` and
+    ``scaled_iou`` with ``scale_search``)."""
     from lab.toy.dataset import parse_prompt
-    from lab.toy.evaluate import ground_truth, scores
+    from lab.toy.evaluate import best_scale, ground_truth, scores
     from lab.toy.judge import _chroma, colour_of, saturation
     from lab.toy.mesh_score import mesh_iou
     from lab.toy.scenes import COLOURS, SHAPES
@@ -144,6 +147,8 @@ def score_particles(loaded: LoadedTrial) -> List[Dict[str, Any]]:
         result["saturation"] = saturation(pred[covered]).mean().item() if covered.any() and has_colour else math.nan
         if not has_colour:
             result["colour_error"] = math.nan
+        if scale_search:
+            result["best_scale"], result["scaled_iou"] = best_scale(opacity, shape, batches)
         try:
             mesh = scene.geometry.isosurface()
             result["mesh_iou"] = mesh_iou(mesh.v_pos, mesh.t_pos_idx, shape)
@@ -157,8 +162,9 @@ def score_particles(loaded: LoadedTrial) -> List[Dict[str, Any]]:
 
 
 def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optional[int] = None,
-                   particle: Optional[int] = 0, isosurface_threshold: Optional[float] = None):
+                   particle: Optional[int] = 0, isosurface_threshold: Optional[float] = None,
+                   scale_search: bool = False):
     """Scores of ``trial`` on its test orbit: one dict for particle ``particle``, or a list for all (None)."""
     loaded = load_trial(trial, ckpt, n_views, isosurface_threshold)
-    results = score_particles(loaded)
+    results = score_particles(loaded, scale_search)
     return results if particle is None else results[particle]
