@@ -2,6 +2,7 @@
 
     python scripts/train_toy_prior.py --threads 2          # writes load/toy-sd (about an hour on 2 CPU cores)
     python scripts/train_toy_prior.py --out /tmp/toy --quick   # a few steps of each stage, to check the pipeline
+    python scripts/train_toy_prior.py --from-model load/toy-sd --open-steps 4000 --out /tmp/toy-open   # stage 4 only
 
 Stages, each cached in --work so an interrupted run resumes at the stage it was in:
 1. data: renders of every (colour, shape) pair of ``lab.toy`` from random cameras, with their prompts;
@@ -12,7 +13,10 @@ Stages, each cached in --work so an interrupted run resumes at the stage it was 
    to zero terminal SNR, see lab/models/toy_prior.py; timesteps above SNR 5 down-weighted by 5/SNR as in
    min-SNR weighting; 10% empty prompts for classifier-free guidance; AdamW with warm-up and cosine decay; EMA
    weights, which are the ones saved);
-4. the folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/.
+4. open wordings (with ``--open-steps``): more UNet training with the shape-only and colour-only prompts weighted up
+   (``--open-shares``), so that ``"a cube"`` spreads over the colours, plain and with each view suffix (docs/toy.md);
+   ``--from-model`` starts it from an earlier output instead of stages 2-3;
+5. the folder: model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/.
 Every random number comes from --seed, so the same command gives the same model on the same machine and library
 versions.
 """
@@ -164,45 +168,47 @@ def embed(tokenizer, text_encoder, prompts):
     return text_encoder(ids)[0]
 
 
-def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
-    from diffusers import DDPMScheduler
-    from diffusers.training_utils import EMAModel, compute_snr
-
-    path = work / "unet"
-    if (path / "config.json").exists():
-        from diffusers import UNet2DConditionModel
-
-        return UNet2DConditionModel.from_pretrained(path)
+def unet_inputs(data: dict, vae, tokenizer, text_encoder):
+    """Latent means and standard deviations of every render, the prompt embedding table, and (N, 4) the index of each
+    render's prompt in each of ``WORDINGS`` (full, shape only, colour only, empty), view suffix included."""
     t0 = time.time()
     lat_mean, lat_std = encode_all(vae, data["images"])
     prompts = all_prompts()
     table = embed(tokenizer, text_encoder, prompts)
     index = {p: i for i, p in enumerate(prompts)}
     toy = ToySet(data["images"], data["labels"], data["views"], torch.zeros(0), torch.zeros(0))
-    # (N, 4): the index of each image's prompt in each wording (full, shape only, colour only, empty)
     prompt_ids = torch.tensor([[index[toy.prompt(i, w)] for w in WORDINGS] for i in range(len(toy.labels))])
-    wording_share = torch.tensor([1.0 - args.shape_share - args.colour_share - args.uncond_share, args.shape_share,
-                                  args.colour_share, args.uncond_share])
     log(f"unet: latents and {len(prompts)} prompt embeddings in {time.time() - t0:.0f} s")
+    return lat_mean, lat_std, table, prompt_ids
 
+
+def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: int, args, name: str):
+    """``steps`` of v-prediction training of ``unet`` in place; the wording of each sample drawn with ``shares``
+    (full, shape only, colour only, empty). AdamW with warm-up and cosine decay to a tenth, min-SNR weighting, EMA
+    weights copied in at the end."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+
+    lat_mean, lat_std, table, prompt_ids = inputs
+    wording_share = torch.tensor(shares)
     scheduler = DDPMScheduler(**{k: v for k, v in TOY_SCHEDULER.items() if k != "set_alpha_to_one"})
-    unet = build_unet(args.seed + 4)
+    unet.train()
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
-    opt = torch.optim.AdamW(unet.parameters(), lr=args.unet_lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=1e-2)
 
     def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        progress = (step - args.warmup) / max(1, args.unet_steps - args.warmup)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, steps - warmup)
         floor = 0.1
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    gen = torch.Generator().manual_seed(args.seed + 5)
+    gen = torch.Generator().manual_seed(seed)
     n = lat_mean.shape[0]
     t0 = time.time()
     running = None
-    for step in range(args.unet_steps):
+    for step in range(steps):
         idx = torch.randint(0, n, (args.unet_batch,), generator=gen)
         x0 = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
         wording = torch.multinomial(wording_share, args.unet_batch, replacement=True, generator=gen)
@@ -221,13 +227,53 @@ def stage_unet(work: Path, data: dict, vae, tokenizer, text_encoder, args):
         sched.step()
         ema.step(unet.parameters())
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 200 == 0 or step == args.unet_steps - 1:
-            log(f"unet step {step}: loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)")
+        if step % 200 == 0 or step == steps - 1:
+            log(f"{name} step {step}: loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} ({time.time() - t0:.0f} s)")
     ema.copy_to(unet.parameters())
     unet.eval()
-    unet.save_pretrained(path)
-    log(f"unet: {args.unet_steps} steps in {time.time() - t0:.0f} s")
+    log(f"{name}: {steps} steps in {time.time() - t0:.0f} s")
     return unet
+
+
+def stage_unet(work: Path, inputs, args):
+    path = work / "unet"
+    if (path / "config.json").exists():
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel.from_pretrained(path)
+    shares = [1.0 - args.shape_share - args.colour_share - args.uncond_share, args.shape_share, args.colour_share,
+              args.uncond_share]
+    unet = train_unet(build_unet(args.seed + 4), inputs, shares, args.unet_steps, args.unet_lr, args.warmup,
+                      args.seed + 5, args, "unet")
+    unet.save_pretrained(path)
+    return unet
+
+
+def stage_open(work: Path, inputs, unet, args):
+    """More training of ``unet`` with the open wordings weighted up (``--open-shares``): the base stage leaves the
+    free attribute of ``"a cube"`` or ``"a red object"`` unevenly spread, and unevenly per view suffix."""
+    path = work / "unet-open"
+    if (path / "config.json").exists():
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel.from_pretrained(path)
+    unet = train_unet(unet, inputs, args.open_shares, args.open_steps, args.open_lr, args.warmup, args.seed + 6,
+                      args, "open wordings")
+    unet.save_pretrained(path)
+    return unet
+
+
+def load_model(folder: Path):
+    """VAE, tokenizer, text encoder and UNet of an earlier output of this script, in float32."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval()
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).eval()
+    text_encoder.requires_grad_(False)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32)
+    return vae, tokenizer, text_encoder, unet
 
 
 def write_known_prompts(folder: Path) -> None:
@@ -303,7 +349,23 @@ def main(argv=None) -> int:
     parser.add_argument("--shape-share", type=float, default=0.15, help="share of shape-only prompts ('a cube')")
     parser.add_argument("--colour-share", type=float, default=0.15,
                         help="share of colour-only prompts ('a red object')")
+    parser.add_argument("--open-steps", type=int, default=0,
+                        help="steps of a last stage that weights the open wordings up (0: none)")
+    parser.add_argument("--open-lr", type=float, default=3e-4)
+    parser.add_argument("--open-shares", type=float, nargs=4, default=[0.25, 0.35, 0.25, 0.15],
+                        metavar=("FULL", "SHAPE", "COLOUR", "EMPTY"), help="wording shares of that stage")
+    parser.add_argument("--from-model", default=None,
+                        help="start from this earlier output's VAE, text encoder and UNet: only the data and the "
+                             "open-wording stages run")
     args = parser.parse_args(argv)
+    if args.from_model and not (Path(args.from_model) / "model_index.json").is_file():
+        print(f"error: --from-model {args.from_model} is not a diffusers model folder (no model_index.json): give an "
+              "earlier output of this script, e.g. load/toy-sd", file=sys.stderr)
+        return 2
+    if args.open_steps < 0 or any(v < 0 for v in args.open_shares) or abs(sum(args.open_shares) - 1.0) > 1e-6:
+        print("error: --open-steps must be at least 0 and --open-shares four non-negative shares that sum to 1",
+              file=sys.stderr)
+        return 2
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model_index.json").is_file())):
         # the folder is replaced at the end: refuse anything that is not an earlier model folder
@@ -312,15 +374,23 @@ def main(argv=None) -> int:
         return 2
     if args.quick:
         args.views_per_pair, args.offpalette_renders, args.vae_steps, args.unet_steps, args.warmup = 4, 8, 3, 3, 1
+        args.open_steps = min(args.open_steps, 3)
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "args.json").write_text(json.dumps(vars(args), indent=2))
     t0 = time.time()
     data = stage_data(work, args)
-    vae = stage_vae(work, data, args)
-    tokenizer, text_encoder = build_text(work)
-    unet = stage_unet(work, data, vae, tokenizer, text_encoder, args)
+    if args.from_model:
+        vae, tokenizer, text_encoder, unet = load_model(Path(args.from_model))
+        inputs = unet_inputs(data, vae, tokenizer, text_encoder)
+    else:
+        vae = stage_vae(work, data, args)
+        tokenizer, text_encoder = build_text(work)
+        inputs = unet_inputs(data, vae, tokenizer, text_encoder)
+        unet = stage_unet(work, inputs, args)
+    if args.open_steps > 0:
+        unet = stage_open(work, inputs, unet, args)
     assemble(out, vae, unet, tokenizer, text_encoder)
     log(f"total {time.time() - t0:.0f} s")
     return 0

@@ -1,6 +1,7 @@
 """The guidance benchmark and profile helpers (lab/guidance_bench.py) on the tiny model: they run, attribute time
 to the phases a VSD step has, and leave the guidance as they found it."""
 
+import json
 import sys
 
 import torch
@@ -56,6 +57,10 @@ def test_bench_guidance_interleaved_runs(tmp_path, capsys):
     import bench_guidance
 
     assert bench_guidance.main(["--interleaved", "--steps", "1", "--rounds", "1", "--warmup", "0", "--threads", "1",
-                                "--configs", "sds", "vsd-shared", "--work-dir", str(tmp_path)]) == 0
+                                "--configs", "sds", "vsd-shared", "--work-dir", str(tmp_path),
+                                "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out
     assert "| tiny | sds |" in out and "| tiny | vsd-shared |" in out
+    # the time from building each guidance to the end of its warm-up (compilation, with compile_unets)
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [r["config"] for r in rows] == ["sds", "vsd-shared"] and all(r["setup_s"] > 0 for r in rows)

@@ -101,7 +101,8 @@ def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "toy"
-    assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--open-steps", "2"]) == 0
+    assert (tmp_path / "work" / "unet-open" / "config.json").is_file()  # the open-wording stage ran
     scheduler = DDPMScheduler.from_pretrained(str(out), subfolder="scheduler")
     assert scheduler.config.prediction_type == "v_prediction"
     assert scheduler.alphas_cumprod[-1] == 0.0  # zero terminal SNR
@@ -109,6 +110,27 @@ def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path
     assert json.loads((out / "known_prompts.json").read_text())["prompts"] == all_prompts()
     # the committed folder has the same layout and schedule
     assert json.loads((TOY_SD / "scheduler" / "scheduler_config.json").read_text())["rescale_betas_zero_snr"] is True
+
+
+def test_open_wording_stage_from_an_earlier_model_changes_only_its_unet(tmp_path):
+    """--from-model takes the VAE and text encoder of an earlier output as they are and trains its UNet further."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "toy"
+    assert module.main(["--quick", "--from-model", str(TOY_SD), "--open-steps", "2", "--out", str(out),
+                        "--work", str(tmp_path / "work")]) == 0
+    assert not (tmp_path / "work" / "vae").exists() and not (tmp_path / "work" / "unet").exists()
+    for part, name in (("vae", "diffusion_pytorch_model"), ("text_encoder", "model")):
+        before, after = load_file(TOY_SD / part / f"{name}.safetensors"), load_file(out / part / f"{name}.safetensors")
+        assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    before = load_file(TOY_SD / "unet" / "diffusion_pytorch_model.safetensors")
+    after = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
 
 
 def test_built_sd_folders_do_not_clip_samples(tiny_sd):

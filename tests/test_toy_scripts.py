@@ -47,6 +47,16 @@ def test_training_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, capf
     assert keep.read_text() == "mine"
 
 
+def test_open_stage_needs_a_model_folder_and_shares_that_sum_to_one(tmp_path, capfd):
+    assert script("train_toy_prior").main(["--quick", "--from-model", str(tmp_path / "nothing"),
+                                           "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 2
+    one_error_line(capfd, "--from-model", "model_index.json")
+    assert script("train_toy_prior").main(["--quick", "--open-steps", "5", "--open-shares", "0.5", "0.5", "0.5", "0",
+                                           "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 2
+    one_error_line(capfd, "--open-shares", "sum to 1")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
+
+
 def test_sampling_needs_a_model_folder(tmp_path, capfd):
     assert script("sample_toy_prior").main(["--model", str(tmp_path / "nothing")]) == 2
     one_error_line(capfd, "--model", "model_index.json")
