@@ -112,7 +112,8 @@ def compiled_vs_eager(tiny_sd, tiny_prompt_utils, backend, **extra):
 def test_compiled_unets_match_eager(tiny_sd, tiny_prompt_utils):
     """torch.compile of the UNets (aot_eager: dynamo's graph capture and AOT autograd, without code generation)
     against eager, two steps of the batched shared mode: 3-5 minutes on two shared cores. The inductor backend
-    (C++ on CPU) was checked the same way once (about 20 minutes on the busy machine; docs/benchmarks.md)."""
+    (C++ on CPU) was checked the same way by hand, twice (about 20 minutes on a busy machine, 3 on a quiet one;
+    docs/benchmarks.md)."""
     (l0, g0, p0), (l1, g1, p1) = compiled_vs_eager(tiny_sd, tiny_prompt_utils, "aot_eager")
     compare(l0, g0, p0, l1, g1, p1)
 
