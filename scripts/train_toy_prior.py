@@ -362,9 +362,18 @@ def main(argv=None) -> int:
         print(f"error: --from-model {args.from_model} is not a diffusers model folder (no model_index.json): give an "
               "earlier output of this script, e.g. load/toy-sd", file=sys.stderr)
         return 2
-    if args.open_steps < 0 or any(v < 0 for v in args.open_shares) or abs(sum(args.open_shares) - 1.0) > 1e-6:
-        print("error: --open-steps must be at least 0 and --open-shares four non-negative shares that sum to 1",
-              file=sys.stderr)
+    problem = None
+    if args.open_steps < 0:
+        problem = f"--open-steps {args.open_steps}: give 0 (no open-wording stage) or more steps"
+    elif args.from_model and args.open_steps == 0:
+        problem = "--from-model trains only the open-wording stage: give --open-steps N (e.g. 4000)"
+    elif not args.open_lr > 0:
+        problem = f"--open-lr {args.open_lr}: give a learning rate above 0 (e.g. 3e-4)"
+    elif any(not v >= 0 for v in args.open_shares) or abs(sum(args.open_shares) - 1.0) > 1e-6:
+        problem = (f"--open-shares {' '.join(f'{v:g}' for v in args.open_shares)}: give four non-negative shares "
+                   "(full, shape only, colour only, empty) that sum to 1")
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model_index.json").is_file())):

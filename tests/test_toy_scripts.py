@@ -54,6 +54,12 @@ def test_open_stage_needs_a_model_folder_and_shares_that_sum_to_one(tmp_path, ca
     assert script("train_toy_prior").main(["--quick", "--open-steps", "5", "--open-shares", "0.5", "0.5", "0.5", "0",
                                            "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 2
     one_error_line(capfd, "--open-shares", "sum to 1")
+    for argv, words in ((["--open-steps", "-1"], ("--open-steps -1",)),
+                        (["--open-steps", "5", "--open-lr", "nan"], ("--open-lr nan",)),
+                        (["--from-model", "load/toy-sd"], ("--from-model", "--open-steps N"))):
+        assert script("train_toy_prior").main(["--quick", *argv, "--out", str(tmp_path / "o"),
+                                               "--work", str(tmp_path / "w")]) == 2
+        one_error_line(capfd, *words)
     assert not (tmp_path / "o").exists() and not (tmp_path / "w").exists()
 
 
