@@ -3,6 +3,7 @@
     python scripts/compare_guidance.py --dims 2d                 # the 2D table of docs/guidance.md
     python scripts/compare_guidance.py --dims 3d --steps-3d 400  # its 3D table (the recipe's 800 steps by default)
     python scripts/compare_guidance.py --dims 2d --rules sds vsd csd
+    python scripts/compare_guidance.py --dims 3d data.n_test_views=8   # key=value overrides go to every run
 
 2D: "a cube" (the colour left open), 8 latent particles, 500 steps (the setting of the 2D ambiguity study of
 docs/toy.md, whose runs it shares): per set the shapes judged right, the distinct judged colours, the foreground's
@@ -26,6 +27,17 @@ from typing import Any, List
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return "-" if x != x else f"{x:.{digits}f}"  # NaN: not measured (e.g. a reused run's seconds)
@@ -38,9 +50,10 @@ def table_2d(args, names: List[str]) -> List[str]:
     from lab.toy.metrics import describe_colours
     from lab.toy.studies import Setting, prior_2d, run_2d
 
-    setting = Setting(args.prompt_2d, n_particles=args.particles, steps=args.steps_2d, seed=args.seed)
+    setting = Setting(args.prompt_2d, n_particles=args.particles, steps=args.steps_2d, seed=args.seed,
+                      extra=tuple(args.extra))
     table = rules("2d", args.steps_2d)
-    prior = prior_2d(setting)
+    prior = prior_2d(setting, n_reference=args.reference_samples)
     rows = []
     for name in names:
         if name not in table:
@@ -68,7 +81,7 @@ def table_3d(args, names: List[str]) -> List[str]:
     from lab.toy.studies import Setting, run_3d, summarise_3d
 
     table = rules("3d", args.steps_3d)
-    extra = ("data.n_val_views=1",)
+    extra = ("data.n_val_views=1", *args.extra)
     rows = []
     for name in names:
         if name not in table:
@@ -101,17 +114,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/guidance-compare", help="folder of the runs")
     p.add_argument("--dims", nargs="+", choices=["2d", "3d"], default=["2d", "3d"])
-    p.add_argument("--rules", nargs="+", choices=every, default=every)
+    p.add_argument("--rules", nargs="+", choices=every, default=every, help="give it after any overrides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--prompt-2d", default="a cube")
-    p.add_argument("--particles", type=int, default=8)
-    p.add_argument("--steps-2d", type=int, default=500)
+    p.add_argument("--particles", type=positive, default=8)
+    p.add_argument("--steps-2d", type=positive, default=500)
     p.add_argument("--prompt-3d", default="a green cone")
     p.add_argument("--prompt-open", default="a cube", help="3D prompt leaving the colour open")
     p.add_argument("--open-seeds", type=int, default=0, help="seeds of the open prompt per rule (default 0: skip)")
-    p.add_argument("--steps-3d", type=int, default=800)
-    p.add_argument("--views", type=int, default=24)
+    p.add_argument("--steps-3d", type=positive, default=800)
+    p.add_argument("--views", type=positive, default=24, help="views of the 3D scoring orbit")
+    p.add_argument("--reference-samples", type=positive, default=64,
+                   help="the prior's own samples the 2D histograms are compared with")
+    p.add_argument("extra", nargs="*", help="more key=value overrides for every run (e.g. data.n_test_views=8)")
     args = p.parse_args(argv)
     import torch
 

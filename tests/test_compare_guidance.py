@@ -5,6 +5,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,7 +18,8 @@ def test_every_rule_trains_and_gets_a_row(tmp_path, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("compare_guidance", REPO / "scripts" / "compare_guidance.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    argv = ["--out", str(tmp_path), "--particles", "2", "--steps-2d", "3", "--steps-3d", "4", "--views", "2"]
+    argv = ["--out", str(tmp_path), "--particles", "2", "--steps-2d", "3", "--steps-3d", "4", "--views", "2",
+            "--reference-samples", "4", "--threads", str(torch.get_num_threads()), "data.n_test_views=2"]
     assert module.main(argv) == 0
     out = capsys.readouterr().out
     for dim in ("2d", "3d"):
