@@ -34,3 +34,21 @@ def test_an_unfinished_run_folder_is_named_not_overwritten(tmp_path):
     (tmp_path / "ambiguity-2d" / "vsd-a_cube-s0").mkdir(parents=True)
     with pytest.raises(UserError, match="vsd-a_cube-s0 holds an unfinished run.*delete that folder"):
         train(RULES_2D["vsd"], SETTING, tmp_path, "ambiguity-2d")
+
+
+def test_the_vsd_runs_compared_with_sds_get_the_sds_recipes_scene_losses(tmp_path):
+    from omegaconf import OmegaConf
+
+    from lab.toy.studies import REPO, SDS_3D, SDS_SCENE_LOSSES, VSD_3D, scene_loss_overrides
+
+    vsd, sds = (OmegaConf.load(REPO / c) for c in (VSD_3D, SDS_3D))
+    overridden = OmegaConf.merge(vsd, OmegaConf.from_dotlist(list(SDS_SCENE_LOSSES))).system.loss
+    shared = set(sds.system.loss) & set(vsd.system.loss)
+    assert {"lambda_opaque", "lambda_sparsity", "lambda_z_variance"} <= shared
+    for k in shared:
+        assert overridden[k] == sds.system.loss[k], k
+    # a weight the two recipes set differently, a weight only one of them sets
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("system:\n  loss:\n    lambda_vsd: 1.0\n    lambda_z_variance: 1000.0\n    lambda_sparsity: 1.0\n")
+    b.write_text("system:\n  loss:\n    lambda_sds: 1.0\n    lambda_z_variance: 0.0\n    lambda_sparsity: 1.0\n")
+    assert scene_loss_overrides(str(a), str(b)) == ("system.loss.lambda_z_variance=0.0",)

@@ -67,10 +67,23 @@ def sds_rule(config: str, cfg: float, overrides: Sequence[str] = ()) -> Rule:
 
 VSD_IMAGE, SDS_IMAGE = "configs/toy/vsd-image.yaml", "configs/toy/sds-image.yaml"
 VSD_3D, SDS_3D = "configs/toy/vsd.yaml", "configs/toy/sds.yaml"
-SDS_SCENE_LOSSES: Tuple[str, ...] = ("system.loss.lambda_opaque=0.0",)
-"""Overrides that give a run of ``VSD_3D`` the scene losses of ``SDS_3D``: without the opacity loss that
-ProlificDreamer's stage 1 turns on late (DreamFusion's recipe has none), so that a 3D comparison of VSD with SDS or
-the other rules measures the guidance alone."""
+
+
+def scene_loss_overrides(config: str, like: str) -> Tuple[str, ...]:
+    """``system.loss`` overrides that give a run of ``config`` the scene losses of ``like``: every weight both recipes
+    set, where they differ, at ``like``'s value (the guidance's own weights, ``lambda_vsd``, ``lambda_sds``, appear in
+    one recipe only and are left alone)."""
+    from omegaconf import OmegaConf
+
+    mine, theirs = (OmegaConf.load(REPO / c).system.loss for c in (config, like))
+    return tuple(f"system.loss.{k}={OmegaConf.to_container(theirs)[k]}" for k in sorted(theirs)
+                 if k in mine and mine[k] != theirs[k])
+
+
+SDS_SCENE_LOSSES: Tuple[str, ...] = scene_loss_overrides(VSD_3D, SDS_3D)
+"""Overrides that give a run of ``VSD_3D`` the scene losses of ``SDS_3D``: without the opacity and depth-variance
+losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither), so that a 3D comparison of VSD with SDS
+or the other rules measures the guidance alone."""
 
 RULES_2D: Dict[str, Rule] = {
     "vsd": vsd_rule(VSD_IMAGE, 7.5, key="vsd"),
