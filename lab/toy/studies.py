@@ -75,9 +75,8 @@ def scene_loss_overrides(config: str, like: str) -> Tuple[str, ...]:
     one recipe only and are left alone)."""
     from omegaconf import OmegaConf
 
-    mine, theirs = (OmegaConf.load(REPO / c).system.loss for c in (config, like))
-    return tuple(f"system.loss.{k}={OmegaConf.to_container(theirs)[k]}" for k in sorted(theirs)
-                 if k in mine and mine[k] != theirs[k])
+    mine, theirs = (OmegaConf.to_container(OmegaConf.load(REPO / c).system.loss) for c in (config, like))
+    return tuple(f"system.loss.{k}={v}" for k, v in sorted(theirs.items()) if k in mine and mine[k] != v)
 
 
 SDS_SCENE_LOSSES: Tuple[str, ...] = scene_loss_overrides(VSD_3D, SDS_3D)
