@@ -95,18 +95,18 @@ def particle_rows(label: str, particles: List[Dict[str, Any]]) -> List[str]:
 
 
 def cmd_ambiguity_3d(args) -> int:
-    from lab.toy.studies import SDS_3D, SDS_SCENE_LOSSES, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
+    from lab.toy.studies import SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
 
     extra = tuple(args.extra)
 
-    def anneal(steps: int) -> tuple:  # t's upper end annealed at half the run, as the recipe does (400 of 800)
+    def anneal(steps: int) -> tuple:  # t's upper end annealed at half the run, as the SDS recipe does (400 of 800)
         return (f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]",)
 
     spp = args.steps_per_particle
     results = []  # (label of the per-particle rows, label of the summary row, particles, seconds)
     if "vsd" in args.methods:
         vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles",
-                              overrides=anneal(4 * spp) + SDS_SCENE_LOSSES),
+                              overrides=SDS_RECIPE_SETTINGS + anneal(4 * spp)),
                      Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                      Path(args.out), study="ambiguity-3d", n_views=args.views)
         results.append((f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
@@ -135,12 +135,12 @@ def cmd_ambiguity_3d(args) -> int:
 
 
 def cmd_cfg_sweep(args) -> int:
-    from lab.toy.studies import SDS_3D, SDS_SCENE_LOSSES, VSD_3D, Setting, run_3d, sds_rule, vsd_rule
+    from lab.toy.studies import SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, Setting, run_3d, sds_rule, vsd_rule
 
     rows = []
     for prompt in args.prompts:
         for cfg in args.scales:
-            for rule in (sds_rule(SDS_3D, cfg), vsd_rule(VSD_3D, cfg, overrides=SDS_SCENE_LOSSES)):
+            for rule in (sds_rule(SDS_3D, cfg), vsd_rule(VSD_3D, cfg, overrides=SDS_RECIPE_SETTINGS)):
                 r = run_3d(rule, Setting(prompt, n_particles=1, steps=None, seed=args.seed, extra=tuple(args.extra)),
                            Path(args.out), study="cfg-sweep", n_views=args.views)
                 p = r["particles"][0]

@@ -36,19 +36,26 @@ def test_an_unfinished_run_folder_is_named_not_overwritten(tmp_path):
         train(RULES_2D["vsd"], SETTING, tmp_path, "ambiguity-2d")
 
 
-def test_the_vsd_runs_compared_with_sds_get_the_sds_recipes_scene_losses(tmp_path):
-    from omegaconf import OmegaConf
+def test_the_vsd_runs_compared_with_sds_get_the_sds_recipes_scene_losses_and_schedule(tmp_path):
+    import launch
+    from framework.experiment import load_experiment
+    from lab.toy.studies import REPO, SCHEDULE_KEYS, SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, shared_setting_overrides
 
-    from lab.toy.studies import REPO, SDS_3D, SDS_SCENE_LOSSES, VSD_3D, scene_loss_overrides
-
-    vsd, sds = (OmegaConf.load(REPO / c) for c in (VSD_3D, SDS_3D))
-    overridden = OmegaConf.merge(vsd, OmegaConf.from_dotlist(list(SDS_SCENE_LOSSES))).system.loss
+    # loaded as launch.py loads a study's run
+    launch.import_modules()
+    _, vsd, _ = load_experiment(str(REPO / VSD_3D), list(SDS_RECIPE_SETTINGS))
+    _, sds, _ = load_experiment(str(REPO / SDS_3D))
     shared = set(sds.system.loss) & set(vsd.system.loss)
     assert {"lambda_opaque", "lambda_sparsity", "lambda_z_variance"} <= shared
     for k in shared:
-        assert overridden[k] == sds.system.loss[k], k
-    # a weight the two recipes set differently, a weight only one of them sets
+        assert vsd.system.loss[k] == sds.system.loss[k], k
+    for k in SCHEDULE_KEYS:
+        assert vsd.system.guidance[k] == sds.system.guidance[k], k
+    # a weight the two recipes set differently, a weight only one of them sets, a schedule that differs
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    a.write_text("system:\n  loss:\n    lambda_vsd: 1.0\n    lambda_z_variance: 1000.0\n    lambda_sparsity: 1.0\n")
-    b.write_text("system:\n  loss:\n    lambda_sds: 1.0\n    lambda_z_variance: 0.0\n    lambda_sparsity: 1.0\n")
-    assert scene_loss_overrides(str(a), str(b)) == ("system.loss.lambda_z_variance=0.0",)
+    a.write_text("system:\n  loss:\n    lambda_vsd: 1.0\n    lambda_z_variance: 1000.0\n    lambda_sparsity: 1.0\n"
+                 "  guidance:\n    min_step_percent: 0.02\n    max_step_percent: [600, 0.98, 0.5, 601]\n")
+    b.write_text("system:\n  loss:\n    lambda_sds: 1.0\n    lambda_z_variance: 0.0\n    lambda_sparsity: 1.0\n"
+                 "  guidance:\n    min_step_percent: 0.02\n    max_step_percent: [400, 0.98, 0.5, 401]\n")
+    assert shared_setting_overrides(str(a), str(b)) == (
+        "system.loss.lambda_z_variance=0.0", "system.guidance.max_step_percent=[400,0.98,0.5,401]")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
-from lab.toy.studies import SDS_3D, SDS_IMAGE, SDS_SCENE_LOSSES, VSD_3D, VSD_IMAGE, Rule, sds_guidance_scale
+from lab.toy.studies import SDS_3D, SDS_IMAGE, SDS_RECIPE_SETTINGS, VSD_3D, VSD_IMAGE, Rule, sds_guidance_scale
 
 
 def _swap(loss: str, guidance_type: str, fields: Sequence[str]) -> Tuple[str, ...]:
@@ -34,7 +34,7 @@ def rules(dim: str, steps: int) -> Dict[str, Rule]:
         "sds-100": Rule("sds-100", "SDS (CFG 100, DreamFusion's)", sds,
                         (f"system.guidance.guidance_scale={sds_guidance_scale(100)}",)),
         "vsd": Rule("vsd", "VSD (CFG 7.5)", vsd, ("system.guidance.guidance_scale=7.5",
-                                                  *(SDS_SCENE_LOSSES if dim == "3d" else ()))),
+                                                  *(SDS_RECIPE_SETTINGS if dim == "3d" else ()))),
         "csd": Rule("csd", "CSD (w = 1, null baseline)", sds, _swap("sds", "stable-diffusion-csd-guidance", [
             "cond_scale=1.0", "uncond_scale=0.0", "null_scale=-1.0", "weighting_strategy=uniform"])),
         "nfsd": Rule("nfsd", "NFSD (s = 7.5, domain term below t = 200)", sds,
@@ -62,8 +62,9 @@ def rules(dim: str, steps: int) -> Dict[str, Rule]:
             "system.loss.lambda_sds_img=0.01"))
         table["perp-neg"] = Rule("perp-neg", "SDS + Perp-Neg (CFG 20)", sds, (
             f"system.guidance.guidance_scale={sds_guidance_scale(20)}", "system.prompt_processor.use_perp_neg=true"))
-        # the toy recipe anneals t's upper end at half its 800 steps: the same at any run length (SDI anneals its own)
+        # the SDS recipe anneals t's upper end at half its 800 steps: the same at any run length, after each rule's
+        # own overrides (VSD's give it the SDS recipe's schedule; SDI anneals its own)
         anneal = f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]"
-        table = {k: r if k == "sdi" else Rule(r.key, r.label, r.config, (anneal, *r.overrides))
+        table = {k: r if k == "sdi" else Rule(r.key, r.label, r.config, (*r.overrides, anneal))
                  for k, r in table.items()}
     return table

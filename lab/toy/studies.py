@@ -69,20 +69,35 @@ VSD_IMAGE, SDS_IMAGE = "configs/toy/vsd-image.yaml", "configs/toy/sds-image.yaml
 VSD_3D, SDS_3D = "configs/toy/vsd.yaml", "configs/toy/sds.yaml"
 
 
-def scene_loss_overrides(config: str, like: str) -> Tuple[str, ...]:
-    """``system.loss`` overrides that give a run of ``config`` the scene losses of ``like``: every weight both recipes
-    set, where they differ, at ``like``'s value (the guidance's own weights, ``lambda_vsd``, ``lambda_sds``, appear in
-    one recipe only and are left alone)."""
+SCHEDULE_KEYS: Tuple[str, ...] = ("min_step_percent", "max_step_percent")
+"""The guidance's timestep schedule (under ``system.guidance``), which :func:`shared_setting_overrides` aligns too."""
+
+
+def shared_setting_overrides(config: str, like: str) -> Tuple[str, ...]:
+    """Overrides that give a run of ``config`` the scene losses and the timestep schedule of ``like``: every
+    ``system.loss`` weight both recipes set, and each of ``system.guidance``'s ``SCHEDULE_KEYS``, where they differ, at
+    ``like``'s value (the guidance's own weights, ``lambda_vsd``, ``lambda_sds``, appear in one recipe only and are
+    left alone)."""
     from omegaconf import OmegaConf
 
-    mine, theirs = (OmegaConf.to_container(OmegaConf.load(REPO / c).system.loss) for c in (config, like))
-    return tuple(f"system.loss.{k}={v}" for k, v in sorted(theirs.items()) if k in mine and mine[k] != v)
+    mine, theirs = (OmegaConf.to_container(OmegaConf.load(REPO / c).system) for c in (config, like))
+    out = [f"system.loss.{k}={_value(v)}" for k, v in sorted(theirs["loss"].items())
+           if k in mine["loss"] and mine["loss"][k] != v]
+    out += [f"system.guidance.{k}={_value(theirs['guidance'][k])}" for k in SCHEDULE_KEYS
+            if k in theirs["guidance"] and mine["guidance"].get(k) != theirs["guidance"][k]]
+    return tuple(out)
 
 
-SDS_SCENE_LOSSES: Tuple[str, ...] = scene_loss_overrides(VSD_3D, SDS_3D)
-"""Overrides that give a run of ``VSD_3D`` the scene losses of ``SDS_3D``: without the opacity and depth-variance
-losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither), so that a 3D comparison of VSD with SDS
-or the other rules measures the guidance alone."""
+def _value(v: Any) -> str:
+    """``v`` written as an override's value (a list without spaces, ``[400,0.98,0.5,401]``)."""
+    return "[" + ",".join(_value(x) for x in v) + "]" if isinstance(v, list) else str(v)
+
+
+SDS_RECIPE_SETTINGS: Tuple[str, ...] = shared_setting_overrides(VSD_3D, SDS_3D)
+"""Overrides that give a run of ``VSD_3D`` the scene losses and the timestep schedule of ``SDS_3D``: without the
+opacity and depth-variance losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither) and with t's
+upper end annealed at half the run, as the SDS recipe does, so that a 3D comparison of VSD with SDS or the other rules
+measures the guidance alone."""
 
 RULES_2D: Dict[str, Rule] = {
     "vsd": vsd_rule(VSD_IMAGE, 7.5, key="vsd"),
