@@ -9,8 +9,8 @@
 docs/toy.md, whose runs it shares): per set the shapes judged right, the distinct judged colours, the foreground's
 saturation, the silhouette edge width, the spread (mean pairwise difference of the particles) and the judged colours'
 distance from the prior's own samples.
-3D: "a green cone", one NeRF, ``--steps-3d`` steps (t's upper end annealed at half of them, as the toy recipe does
-at 400 of its 800), seed 0, scored on a 24-view test orbit
+3D: "a green cone", one NeRF, ``--steps-3d`` steps (t's upper end annealed at half of them, as the toy SDS recipe
+does at 400 of its 800), seed 0, scored on a 24-view test orbit
 (``lab.toy.trial``): IoU, colour error, saturation, judged colour (with ``--open-seeds N``, also "a cube" over N
 seeds: how many colours).
 Time per step is the training wall-clock over the steps (loading, validation and test video included, so a rough

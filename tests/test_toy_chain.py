@@ -2,8 +2,8 @@
 ("a green cone": configs/toy/vsd.yaml, then vsd-geometry.yaml from its checkpoint, then vsd-texture.yaml from that
 one), each scored by scripts/evaluate_toy.py against the ground-truth cone.
 
-Measured (docs/toy.md, seed 0, 24-view orbit): stage 1 IoU 0.637, colour error 0.091, mesh IoU 0.496 (its NeRF
-meshed at density 3); stage 2 IoU 0.639, mesh IoU 0.500; stage 3 IoU 0.639, colour error 0.070, judged green; the best
+Measured (docs/toy.md, seed 0, 24-view orbit): stage 1 IoU 0.693, colour error 0.090, mesh IoU 0.575 (its NeRF
+meshed at density 3); stage 2 IoU 0.698, mesh IoU 0.581; stage 3 IoU 0.698, colour error 0.075, judged green; the best
 IoU another primitive reaches is 0.542. Required: the refined mesh at least as close to the cone as stage 1's (within
 0.03, the run-to-run noise of a mesh IoU at this grid size), every stage's silhouette beating the best wrong shape, and
 the texture closer to the lit cone's colours than stage 1 (lower colour error) and judged green. With the texture
