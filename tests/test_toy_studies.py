@@ -59,3 +59,20 @@ def test_the_vsd_runs_compared_with_sds_get_the_sds_recipes_scene_losses_and_sch
                  "  guidance:\n    min_step_percent: 0.02\n    max_step_percent: [400, 0.98, 0.5, 401]\n")
     assert shared_setting_overrides(str(a), str(b)) == (
         "system.loss.lambda_z_variance=0.0", "system.guidance.max_step_percent=[400,0.98,0.5,401]")
+
+
+def test_the_3d_studies_anneal_every_rule_at_half_the_run():
+    """The run-length anneal comes after the overrides that give VSD the SDS recipe's schedule (which anneals at step
+    400 of 800): every 3D rule run for 200 steps anneals at step 100."""
+    import launch
+    from framework.experiment import load_experiment
+    from lab.toy.guidance_rules import rules
+    from lab.toy.studies import REPO
+
+    launch.import_modules()
+    prompt = "system.prompt_processor.prompt=a red cube"
+    for key, rule in rules("3d", 200).items():
+        if key == "sdi":  # SDI anneals t by its own schedule
+            continue
+        _, cfg, _ = load_experiment(str(REPO / rule.config), [prompt, *rule.overrides])
+        assert list(cfg.system.guidance.max_step_percent) == [100, 0.98, 0.5, 101], key
