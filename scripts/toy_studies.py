@@ -95,25 +95,23 @@ def particle_rows(label: str, particles: List[Dict[str, Any]]) -> List[str]:
 
 
 def cmd_ambiguity_3d(args) -> int:
-    from lab.toy.studies import SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, Setting, run_3d, sds_rule, summarise_3d, vsd_rule
+    from lab.toy.studies import (SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, Setting, half_run_anneal, run_3d, sds_rule,
+                                 summarise_3d, vsd_rule)
 
     extra = tuple(args.extra)
-
-    def anneal(steps: int) -> tuple:  # t's upper end annealed at half the run, as the SDS recipe does (400 of 800)
-        return (f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]",)
 
     spp = args.steps_per_particle
     results = []  # (label of the per-particle rows, label of the summary row, particles, seconds)
     if "vsd" in args.methods:
         vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles",
-                              overrides=SDS_RECIPE_SETTINGS + anneal(4 * spp)),
+                              overrides=(*SDS_RECIPE_SETTINGS, half_run_anneal(4 * spp))),
                      Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                      Path(args.out), study="ambiguity-3d", n_views=args.views)
         results.append((f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
     if "sds" in args.methods:
         sds_particles, seconds = [], 0.0
         for seed in range(args.seed, args.seed + 4):
-            r = run_3d(sds_rule(SDS_3D, args.sds_cfg, anneal(spp)),
+            r = run_3d(sds_rule(SDS_3D, args.sds_cfg, (half_run_anneal(spp),)),
                        Setting(args.prompt, n_particles=1, steps=spp, seed=seed, extra=extra),
                        Path(args.out), study="ambiguity-3d", n_views=args.views)
             sds_particles += r["particles"]

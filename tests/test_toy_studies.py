@@ -58,7 +58,7 @@ def test_the_vsd_runs_compared_with_sds_get_the_sds_recipes_scene_losses_and_sch
     b.write_text("system:\n  loss:\n    lambda_sds: 1.0\n    lambda_z_variance: 0.0\n    lambda_sparsity: 1.0\n"
                  "  guidance:\n    min_step_percent: 0.02\n    max_step_percent: [400, 0.98, 0.5, 401]\n")
     assert shared_setting_overrides(str(a), str(b)) == (
-        "system.loss.lambda_z_variance=0.0", "system.guidance.max_step_percent=[400,0.98,0.5,401]")
+        "system.loss.lambda_z_variance=0.0", "system.guidance.max_step_percent=[400, 0.98, 0.5, 401]")
 
 
 def test_the_3d_studies_anneal_every_rule_at_half_the_run():
@@ -76,3 +76,36 @@ def test_the_3d_studies_anneal_every_rule_at_half_the_run():
             continue
         _, cfg, _ = load_experiment(str(REPO / rule.config), [prompt, *rule.overrides])
         assert list(cfg.system.guidance.max_step_percent) == [100, 0.98, 0.5, 101], key
+
+
+def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch):
+    """The 3D ambiguity study's VSD (4 particles, 4 x 50 steps here) anneals at step 100 of 200, its SDS seeds at 25
+    of 50, whatever the recipes anneal at."""
+    import argparse
+
+    import launch
+    import lab.toy.studies as studies
+    from framework.experiment import load_experiment
+
+    monkeypatch.syspath_prepend(str(studies.REPO / "scripts"))
+    from toy_studies import cmd_ambiguity_3d
+
+    launch.import_modules()
+    seen = []
+
+    def record(rule, setting, out, study, n_views):
+        seen.append((rule, setting))
+        return {"particles": [], "seconds": 0.0}
+
+    monkeypatch.setattr(studies, "run_3d", record)
+    monkeypatch.setattr(studies, "summarise_3d", lambda parts: {"distinct_colours": 0, "colours": [], "saturation": 0.0,
+                                                                 "iou": 0.0, "colour_error": 0.0})
+    args = argparse.Namespace(extra=[], steps_per_particle=50, methods=["vsd", "sds"], prompt="a cube", seed=0,
+                              out="unused", views=2, sds_cfg=20.0)
+    assert cmd_ambiguity_3d(args) == 0
+    assert len(seen) == 5
+    for rule, setting in seen:
+        _, cfg, _ = load_experiment(str(studies.REPO / rule.config), [
+            f"system.prompt_processor.prompt={setting.prompt}", *rule.overrides, f"trainer.max_steps={setting.steps}"])
+        half = setting.steps // 2
+        assert list(cfg.system.guidance.max_step_percent) == [half, 0.98, 0.5, half + 1], rule.key

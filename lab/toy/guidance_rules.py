@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
 
-from lab.toy.studies import SDS_3D, SDS_IMAGE, SDS_RECIPE_SETTINGS, VSD_3D, VSD_IMAGE, Rule, sds_guidance_scale
+from lab.toy.studies import (SDS_3D, SDS_IMAGE, SDS_RECIPE_SETTINGS, VSD_3D, VSD_IMAGE, Rule, half_run_anneal,
+                             sds_guidance_scale)
 
 
 def _swap(loss: str, guidance_type: str, fields: Sequence[str]) -> Tuple[str, ...]:
@@ -62,9 +63,7 @@ def rules(dim: str, steps: int) -> Dict[str, Rule]:
             "system.loss.lambda_sds_img=0.01"))
         table["perp-neg"] = Rule("perp-neg", "SDS + Perp-Neg (CFG 20)", sds, (
             f"system.guidance.guidance_scale={sds_guidance_scale(20)}", "system.prompt_processor.use_perp_neg=true"))
-        # the SDS recipe anneals t's upper end at half its 800 steps: the same at any run length, after each rule's
-        # own overrides (VSD's give it the SDS recipe's schedule; SDI anneals its own)
-        anneal = f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]"
-        table = {k: r if k == "sdi" else Rule(r.key, r.label, r.config, (*r.overrides, anneal))
+        # t's upper end annealed at half the run, after each rule's own overrides (SDI anneals its own)
+        table = {k: r if k == "sdi" else Rule(r.key, r.label, r.config, (*r.overrides, half_run_anneal(steps)))
                  for k, r in table.items()}
     return table

@@ -81,16 +81,12 @@ def shared_setting_overrides(config: str, like: str) -> Tuple[str, ...]:
     from omegaconf import OmegaConf
 
     mine, theirs = (OmegaConf.to_container(OmegaConf.load(REPO / c).system) for c in (config, like))
-    out = [f"system.loss.{k}={_value(v)}" for k, v in sorted(theirs["loss"].items())
-           if k in mine["loss"] and mine["loss"][k] != v]
-    out += [f"system.guidance.{k}={_value(theirs['guidance'][k])}" for k in SCHEDULE_KEYS
-            if k in theirs["guidance"] and mine["guidance"].get(k) != theirs["guidance"][k]]
+    mine_loss, mine_guidance = mine.get("loss", {}), mine.get("guidance", {})
+    loss, guidance = theirs.get("loss", {}), theirs.get("guidance", {})
+    out = [f"system.loss.{k}={v}" for k, v in sorted(loss.items()) if k in mine_loss and mine_loss[k] != v]
+    out += [f"system.guidance.{k}={guidance[k]}" for k in SCHEDULE_KEYS
+            if k in guidance and mine_guidance.get(k) != guidance[k]]
     return tuple(out)
-
-
-def _value(v: Any) -> str:
-    """``v`` written as an override's value (a list without spaces, ``[400,0.98,0.5,401]``)."""
-    return "[" + ",".join(_value(x) for x in v) + "]" if isinstance(v, list) else str(v)
 
 
 SDS_RECIPE_SETTINGS: Tuple[str, ...] = shared_setting_overrides(VSD_3D, SDS_3D)
@@ -98,6 +94,12 @@ SDS_RECIPE_SETTINGS: Tuple[str, ...] = shared_setting_overrides(VSD_3D, SDS_3D)
 opacity and depth-variance losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither) and with t's
 upper end annealed at half the run, as the SDS recipe does, so that a 3D comparison of VSD with SDS or the other rules
 measures the guidance alone."""
+
+
+def half_run_anneal(steps: int) -> str:
+    """The override that anneals t's upper end to 0.5 at half a run of ``steps`` steps, as the SDS recipe does at 400
+    of its 800: the 3D comparisons use it at any run length, after each rule's own overrides."""
+    return f"system.guidance.max_step_percent=[{steps // 2},0.98,0.5,{steps // 2 + 1}]"
 
 RULES_2D: Dict[str, Rule] = {
     "vsd": vsd_rule(VSD_IMAGE, 7.5, key="vsd"),
