@@ -35,13 +35,11 @@ def z_variance(out: Dict[str, Tensor]) -> Tensor:
 def orient(out: Dict[str, Tensor]) -> Tensor:
     """Penalise normals facing away from the camera (DreamFusion's orientation loss).
 
-    Needs per-sample ``normal``, ``weights`` and ``t_dirs`` (ray directions of the samples), which the renderer returns
-    when the geometry computes normals.
+    Needs per-sample ``normal``, ``weights`` and ``t_dirs`` (ray directions of the samples), which a volume renderer
+    returns once asked for normals (``TextTo3DSystem`` asks when ``lambda_orient`` is on).
     """
     if "normal" not in out:
-        raise ValueError(
-            "the orient loss needs normals: set system.geometry.normal_type (e.g. analytic) or lambda_orient=0"
-        )
+        raise ValueError("the orient loss needs per-sample normals: call renderer.request_normals() first")
     dot = (out["normal"] * out["t_dirs"]).sum(-1, keepdim=True)
     return (out["weights"].detach() * dot.clamp_min(0.0) ** 2).sum() / (out["opacity"] > 0).sum().clamp_min(1)
 

@@ -99,7 +99,29 @@ class TextTo3DSystem(GuidedSystem):
             )
             scenes.append(Scene(geometry, material, background, renderer))
         self.particles = nn.ModuleList(scenes)
+        if "orient" in STAGE_REGULARIZERS[self.stage] and self.loss_enabled("orient"):
+            self._request_normals_for_orient()
         self.build_guidance()
+
+    def _request_normals_for_orient(self) -> None:
+        """The orientation loss integrates the geometry's normals along the rays: have every render compute them
+        (with no-material nothing else asks for them), or refuse the config before the first step."""
+        c = self.cfg
+        for scene in self.particles:
+            if not scene.renderer.samples_normals:
+                raise self.config_error(
+                    "loss.lambda_orient",
+                    f"the orientation loss needs the normals along volume-rendered rays, which {c.renderer_type} "
+                    "does not sample; set it to 0 or render with nerf-volume-renderer",
+                )
+            if not scene.geometry.has_normal:
+                raise self.config_error(
+                    "loss.lambda_orient",
+                    f"the orientation loss needs normals, which {c.geometry_type} computes only with "
+                    f"{self.key('geometry.normal_type')} set; set that to analytic, finite_difference or pred, or "
+                    "this weight to 0",
+                )
+            scene.renderer.request_normals()
 
     # threestudio's attribute names refer to the first particle (the only one, usually).
     @property

@@ -9,6 +9,7 @@ import launch
 import systems  # noqa: F401
 from framework import registry
 from framework.builtin import import_builtin_modules
+from framework.errors import ConfigError
 from framework.utils.seeding import generator
 from systems import regularizers
 
@@ -33,7 +34,7 @@ def test_regularizers_against_hand_computed_values():
     assert regularizers.orient(o2).item() == pytest.approx(0.5)
 
 
-def small_system(tiny_sd, tiny_sd_v, cache, n_particles):
+def small_system(tiny_sd, tiny_sd_v, cache, n_particles, geometry=None, loss=None):
     cfg = {
         "n_particles": n_particles,
         "geometry": {"pos_encoding_config": {"n_levels": 4, "log2_hashmap_size": 10}},
@@ -46,7 +47,48 @@ def small_system(tiny_sd, tiny_sd_v, cache, n_particles):
                       "params": {"geometry.encoding": {"lr": 0.01}, "background": {"lr": 0.001},
                                  "guidance": {"lr": 0.0001}}},
     }
+    cfg["geometry"].update(geometry or {})
+    cfg["loss"].update(loss or {})
     return registry.find("system", "prolificdreamer-system")(cfg, seed=0)
+
+
+@pytest.mark.parametrize("normal_type", ["analytic", "finite_difference"])
+def test_the_orientation_loss_gets_normals_without_a_material_that_needs_them(
+    tiny_sd, tiny_sd_v, tiny_embedding_cache, normal_type
+):
+    """lambda_orient on, even as a schedule that starts at 0, with no-material (which needs no normals): every render
+    carries per-sample normals, the loss is DreamFusion's and its gradient reaches the density field."""
+    system = small_system(tiny_sd, tiny_sd_v, tiny_embedding_cache, 1, geometry={"normal_type": normal_type},
+                          loss={"lambda_orient": [0, 0.0, 10.0, 100]})
+    dm = registry.find("data", "random-camera-datamodule")({"height": 16, "width": 16, "batch_size": 1}, seed=0)
+    batch = dm.sample_train(0, generator(0, 0, 0))
+    out = system.particles[0].renderer(**batch)
+    normal, dirs, weights = out["normal"], out["t_dirs"], out["weights"]
+    assert normal.shape == dirs.shape and torch.allclose(normal.norm(dim=-1), torch.ones(len(normal)), atol=1e-4)
+    # the loss from the samples, written out: weight * max(0, n . d)^2 summed, over the rays with any opacity
+    facing_away = torch.einsum("ni,ni->n", normal, dirs).clamp_min(0.0) ** 2
+    expected = (weights[:, 0].detach() * facing_away).sum() / (out["opacity"] > 0).sum()
+    loss = regularizers.orient(out)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5) and loss.item() > 0
+    loss.backward()
+    grads = [p.grad for p in system.particles[0].geometry.encoding.parameters()]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert "loss_orient" in system.training_losses(batch)
+
+
+def test_the_orientation_loss_off_computes_no_normals(tiny_sd, tiny_sd_v, tiny_embedding_cache):
+    system = small_system(tiny_sd, tiny_sd_v, tiny_embedding_cache, 1, geometry={"normal_type": "analytic"},
+                          loss={"lambda_orient": 0.0})
+    dm = registry.find("data", "random-camera-datamodule")({"height": 16, "width": 16, "batch_size": 1}, seed=0)
+    assert "normal" not in system.particles[0].renderer(**dm.sample_train(0, generator(0, 0, 0)))
+
+
+def test_the_orientation_loss_without_normals_is_refused_before_training(tiny_sd, tiny_sd_v, tiny_embedding_cache):
+    with pytest.raises(ConfigError) as err:
+        small_system(tiny_sd, tiny_sd_v, tiny_embedding_cache, 1, loss={"lambda_orient": [0, 0.0, 10.0, 100]})
+    message = str(err.value)
+    assert message.startswith("config error: system.loss.lambda_orient: ") and "\n" not in message
+    assert "system.geometry.normal_type" in message
 
 
 def test_particles_share_one_unet_lora_and_take_turns(tiny_sd, tiny_sd_v, tiny_embedding_cache):

@@ -36,10 +36,15 @@ class BaseRenderer(BaseModule):
 
     cfg: Config
 
+    samples_normals = False
+    """Whether ``request_normals`` makes ``forward`` return per-sample ``normal``, ``t_dirs`` and ``weights`` (what
+    the orientation loss integrates along rays): volume renderers only."""
+
     def configure(self, geometry: Any = None, material: Any = None, background: Any = None, **kwargs: Any) -> None:
         if geometry is None or material is None or background is None:
             raise TypeError(f"{type(self).__name__} needs geometry=, material= and background= modules")
         self.sub_modules = SubModules(geometry, material, background)
+        self.normals_requested = False
         r = self.cfg.radius
         self.register_buffer("bbox", torch.tensor([[-r, -r, -r], [r, r, r]], dtype=torch.float32))
 
@@ -54,6 +59,10 @@ class BaseRenderer(BaseModule):
     @property
     def background(self) -> Any:
         return self.sub_modules.background
+
+    def request_normals(self) -> None:
+        """Ask the geometry for normals on every render, whatever the material needs (a loss uses them)."""
+        self.normals_requested = True
 
     def set_geometry(self, geometry: Any) -> None:
         self.sub_modules.geometry = geometry

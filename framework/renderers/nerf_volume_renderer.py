@@ -66,6 +66,8 @@ def nerfacc_cuda_available() -> bool:
 class NeRFVolumeRenderer(BaseRenderer):
     """NeRF volume renderer with occupancy-grid empty-space skipping (nerfacc)."""
 
+    samples_normals = True
+
     @dataclass
     class Config(BaseRenderer.Config):
         num_samples_per_ray: Annotated[int, Bounds(ge=1, le=65536)] = 512
@@ -134,7 +136,7 @@ class NeRFVolumeRenderer(BaseRenderer):
 
     def computes_normals(self) -> bool:
         """Whether a render asks the geometry for normals."""
-        wanted = self.material.requires_normal or self.cfg.return_comp_normal
+        wanted = self.material.requires_normal or self.cfg.return_comp_normal or self.normals_requested
         return bool(wanted and self.geometry.has_normal)
 
     # ---------------------------------------------------------------------------------------------- occupancy grid
