@@ -4,7 +4,8 @@
     python scripts/train_toy_prior.py --out /tmp/toy --quick   # a few steps of each stage, to check the pipeline
     python scripts/train_toy_prior.py --from-model load/toy-sd --open-steps 4000 --out /tmp/toy-open   # stage 4 only
 
-Stages, each cached in --work so an interrupted run resumes at the stage it was in:
+Stages, each cached in --work with the settings it was made with, so an interrupted run resumes at the stage it was
+in and a cache made with other settings (or from another --from-model) is redone, never reused:
 1. data: renders of every (colour, shape) pair of ``lab.toy`` from random cameras, with their prompts;
 2. vae: an AutoencoderKL trained as a denoising autoencoder (inputs with a little Gaussian noise, clean targets;
    foreground pixels weighted up, plus a loss on 4x-downsampled images so colours survive the white background);
@@ -52,15 +53,66 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# The settings each cached stage depends on (besides its upstream stage's): a cache made with other ones is redone.
+STAGE_SETTINGS = {
+    "data": ("seed", "views_per_pair", "offpalette_renders"),
+    "vae": ("seed", "vae_steps", "vae_batch", "vae_lr", "vae_input_noise", "fg_weight", "kl_weight",
+            "offpalette_share", "flat_share"),
+    "unet": ("seed", "unet_steps", "unet_batch", "unet_lr", "warmup", "ema_decay", "min_snr_gamma", "uncond_share",
+             "shape_share", "colour_share"),
+    "open": ("seed", "open_steps", "open_lr", "open_shares", "unet_batch", "warmup", "ema_decay", "min_snr_gamma"),
+}
+
+
+def stage_settings(name: str, args, upstream: dict) -> dict:
+    """What a stage's result depends on: its own settings and its upstream stage's (as JSON reads them back)."""
+    settings = {"stage": name, "upstream": upstream, **{k: getattr(args, k) for k in STAGE_SETTINGS[name]}}
+    return json.loads(json.dumps(settings))
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(path.name + ".settings.json")
+
+
+def cached(path: Path, exists: bool, settings: dict) -> bool:
+    """Whether the cache at ``path`` holds this stage made with ``settings``; one made with other settings (or
+    before they were recorded) is said so and redone, never reused."""
+    if not exists:
+        return False
+    stamp = _stamp(path)
+    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+        return True
+    old = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    changed = sorted(k for k in settings if k != "upstream" and old.get(k) != settings[k])
+    why = f"other {', '.join(changed)}" if changed else "another upstream stage" if old else "unrecorded settings"
+    log(f"{settings['stage']}: the cache {path} was made with {why}; redoing the stage")
+    return False
+
+
+def record(path: Path, settings: dict) -> None:
+    _stamp(path).write_text(json.dumps(settings, indent=1))
+
+
+def model_settings(folder: Path) -> dict:
+    """What identifies an earlier output given to --from-model: its path and its UNet's weights."""
+    import hashlib
+
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+    return {"from_model": str(folder.resolve()), "unet_sha256": digest}
+
+
 def stage_data(work: Path, args) -> dict:
     path = work / "data.pt"
-    if path.exists():
+    settings = stage_settings("data", args, {})
+    if cached(path, path.exists(), settings):
         return torch.load(path)
     t0 = time.time()
     s = make_set(args.views_per_pair, seed=args.seed)
     off = make_offpalette_set(args.offpalette_renders, seed=args.seed + 7)
     data = {"images": s.images, "labels": s.labels, "views": s.views, "offpalette": off}
     torch.save(data, path)
+    record(path, settings)
     log(f"data: {len(s.labels)} renders of the palette, {off.shape[0]} off-palette, in {time.time() - t0:.0f} s")
     return data
 
@@ -99,7 +151,8 @@ def stage_vae(work: Path, data: dict, args):
     from diffusers import AutoencoderKL
 
     path = work / "vae"
-    if (path / "config.json").exists():
+    settings = stage_settings("vae", args, stage_settings("data", args, {}))
+    if cached(path, (path / "config.json").exists(), settings):
         return AutoencoderKL.from_pretrained(path)
     images, offpalette = data["images"], data["offpalette"]
     holdout = torch.arange(images.shape[0]) % 50 == 0
@@ -136,6 +189,7 @@ def stage_vae(work: Path, data: dict, args):
     log(f"latent mean {[round(v, 2) for v in mean.tolist()]}, std {[round(v, 2) for v in std.tolist()]}")
     fold_latent_statistics(vae, mean, std)
     vae.save_pretrained(path)
+    record(path, settings)
     return vae
 
 
@@ -237,7 +291,8 @@ def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: i
 
 def stage_unet(work: Path, inputs, args):
     path = work / "unet"
-    if (path / "config.json").exists():
+    settings = stage_settings("unet", args, stage_settings("vae", args, stage_settings("data", args, {})))
+    if cached(path, (path / "config.json").exists(), settings):
         from diffusers import UNet2DConditionModel
 
         return UNet2DConditionModel.from_pretrained(path)
@@ -246,6 +301,7 @@ def stage_unet(work: Path, inputs, args):
     unet = train_unet(build_unet(args.seed + 4), inputs, shares, args.unet_steps, args.unet_lr, args.warmup,
                       args.seed + 5, args, "unet")
     unet.save_pretrained(path)
+    record(path, settings)
     return unet
 
 
@@ -253,13 +309,18 @@ def stage_open(work: Path, inputs, unet, args):
     """More training of ``unet`` with the open wordings weighted up (``--open-shares``): the base stage leaves the
     free attribute of ``"a cube"`` or ``"a red object"`` unevenly spread, and unevenly per view suffix."""
     path = work / "unet-open"
-    if (path / "config.json").exists():
+    data = stage_settings("data", args, {})
+    upstream = (model_settings(Path(args.from_model)) if args.from_model
+                else stage_settings("unet", args, stage_settings("vae", args, data)))
+    settings = stage_settings("open", args, {"model": upstream, "data": data})
+    if cached(path, (path / "config.json").exists(), settings):
         from diffusers import UNet2DConditionModel
 
         return UNet2DConditionModel.from_pretrained(path)
     unet = train_unet(unet, inputs, args.open_shares, args.open_steps, args.open_lr, args.warmup, args.seed + 6,
                       args, "open wordings")
     unet.save_pretrained(path)
+    record(path, settings)
     return unet
 
 

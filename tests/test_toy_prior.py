@@ -133,6 +133,37 @@ def test_open_wording_stage_from_an_earlier_model_changes_only_its_unet(tmp_path
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_cached_stage_made_with_other_settings_is_redone(tmp_path, capsys):
+    """The work folder keeps each stage with the settings it was made with: the same command reuses it, another
+    step count or another --from-model trains the stage again instead of returning the old result."""
+    import importlib.util
+
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    work = tmp_path / "work"
+
+    def run(name, model, steps):
+        argv = ["--quick", "--from-model", str(model), "--open-steps", str(steps), "--out", str(tmp_path / name),
+                "--work", str(work)]
+        assert module.main(argv) == 0
+        printed = capsys.readouterr().out
+        weights = load_file(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")
+        return printed, weights
+
+    first, a = run("a", TOY_SD, 2)
+    assert "open wordings: 2 steps" in first and "redoing" not in first
+    again, b = run("b", TOY_SD, 2)
+    assert "open wordings:" not in again and all(torch.equal(a[k], b[k]) for k in a)  # reused as it is
+    more, c = run("c", TOY_SD, 3)
+    assert "was made with other open_steps; redoing the stage" in more and "open wordings: 3 steps" in more
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    other, _ = run("d", tmp_path / "a", 3)  # the same step count from another model
+    assert "was made with another upstream stage; redoing the stage" in other and "open wordings: 3 steps" in other
+
+
 def test_built_sd_folders_do_not_clip_samples(tiny_sd):
     config = json.loads((Path(tiny_sd) / "scheduler" / "scheduler_config.json").read_text())
     assert config["clip_sample"] is False
