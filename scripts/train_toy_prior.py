@@ -383,7 +383,8 @@ def assemble(out: Path, vae, unet, tokenizer, text_encoder) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="load/toy-sd", help="the diffusers folder to write")
-    parser.add_argument("--work", default=".cache/toy-prior", help="folder of the cached stages")
+    parser.add_argument("--work", default=None,
+                        help="folder of the cached stages (default .cache/toy-prior, with --quick .cache/toy-prior-quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (on a shared 2-core machine one thread runs faster than two)")
@@ -446,7 +447,8 @@ def main(argv=None) -> int:
         args.views_per_pair, args.offpalette_renders, args.vae_steps, args.unet_steps, args.warmup = 4, 8, 3, 3, 1
         args.open_steps = min(args.open_steps, 3)
     torch.set_num_threads(args.threads)
-    work = Path(args.work)
+    # a pipeline check keeps its own caches: in the full run's folder it would replace them (other settings)
+    work = Path(args.work or (".cache/toy-prior-quick" if args.quick else ".cache/toy-prior"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "args.json").write_text(json.dumps(vars(args), indent=2))
     t0 = time.time()
