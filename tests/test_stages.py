@@ -175,3 +175,24 @@ def test_bad_conversion_sources_are_one_line(source, words, tiny_sd, tiny_sd_v, 
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert words.format(p=path) in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_orientation_loss_without_normals_is_one_line_before_training(tiny_sd, tiny_sd_v, tiny_embedding_cache,
+                                                                          tmp_path, capsys):
+    """lambda_orient on (from step 50) where the NeRF computes no normals: refused by launch.py before any step."""
+    capsys.readouterr()
+    code = launch.main(["--config", "prolificdreamer.yaml", "--train", "system.loss.lambda_orient=[50,0.0,10.0,100]",
+                        f"system.guidance.pretrained_model_name_or_path_lora={tiny_sd_v}",
+                        *tiny_args(tiny_sd, tiny_sd_v, tiny_embedding_cache, tmp_path / "out", "orient")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert "system.loss.lambda_orient: the orientation loss needs normals" in lines[0], lines[0]
+    assert "system.geometry.normal_type" in lines[0]
+    assert not list((tmp_path / "out").rglob("*.ckpt"))
+
+
+def test_the_orientation_loss_on_a_surface_renderer_is_refused(tiny_sd, tiny_sd_v, tiny_embedding_cache):
+    with pytest.raises(ConfigError, match=r"^config error: system\.loss\.lambda_orient: .*nvdiff-rasterizer"):
+        stage_system("coarse", tiny_sd, tiny_sd_v, tiny_embedding_cache,
+                     loss={"lambda_vsd": 1.0, "lambda_lora": 1.0, "lambda_orient": 1.0})
