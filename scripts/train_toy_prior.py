@@ -79,12 +79,15 @@ def cached(path: Path, exists: bool, settings: dict) -> bool:
     before they were recorded) is said so and redone, never reused."""
     if not exists:
         return False
-    stamp = _stamp(path)
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
+    try:
+        old = json.loads(_stamp(path).read_text())
+    except (OSError, ValueError):  # none (an older cache, or interrupted before it was written) or damaged
+        old = {}
+    if old == settings:
         return True
-    old = json.loads(stamp.read_text()) if stamp.is_file() else {}
+    old = old if isinstance(old, dict) else {}
     changed = sorted(k for k in settings if k != "upstream" and old.get(k) != settings[k])
-    why = f"other {', '.join(changed)}" if changed else "another upstream stage" if old else "unrecorded settings"
+    why = "unrecorded settings" if not old else f"other {', '.join(changed)}" if changed else "another upstream stage"
     log(f"{settings['stage']}: the cache {path} was made with {why}; redoing the stage")
     return False
 
@@ -443,12 +446,15 @@ def main(argv=None) -> int:
         print(f"error: --out {out} exists and is not a diffusers model folder (no model_index.json); it would be "
               "replaced: give a new folder or an earlier output of this script", file=sys.stderr)
         return 2
+    # a pipeline check keeps its own caches: in the full run's folder it would replace them (other settings)
+    work = Path(args.work or (".cache/toy-prior-quick" if args.quick else ".cache/toy-prior"))
+    if work.exists() and not work.is_dir():
+        print(f"error: --work {work} is a file: give a folder for the cached stages", file=sys.stderr)
+        return 2
     if args.quick:
         args.views_per_pair, args.offpalette_renders, args.vae_steps, args.unet_steps, args.warmup = 4, 8, 3, 3, 1
         args.open_steps = min(args.open_steps, 3)
     torch.set_num_threads(args.threads)
-    # a pipeline check keeps its own caches: in the full run's folder it would replace them (other settings)
-    work = Path(args.work or (".cache/toy-prior-quick" if args.quick else ".cache/toy-prior"))
     work.mkdir(parents=True, exist_ok=True)
     (work / "args.json").write_text(json.dumps(vars(args), indent=2))
     t0 = time.time()

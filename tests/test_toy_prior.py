@@ -19,6 +19,16 @@ PROMPTS = ["a red cube", "a blue sphere", "a green cone", "a yellow cylinder", "
 N_SAMPLES = 6
 
 
+def training_script():
+    """scripts/train_toy_prior.py as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_folder_is_a_small_stable_diffusion_checkpoint():
     files = [f for f in TOY_SD.rglob("*") if f.is_file()]
     assert sum(f.stat().st_size for f in files) < 20 * 2**20
@@ -91,15 +101,11 @@ def test_the_vae_keeps_colours_off_the_palette():
 
 def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path):
     """scripts/train_toy_prior.py --quick runs every stage and writes what the guidance loads."""
-    import importlib.util
-
     from diffusers import DDPMScheduler
 
     from lab.toy.dataset import all_prompts
 
-    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = training_script()
     out = tmp_path / "toy"
     assert module.main(["--quick", "--out", str(out), "--work", str(tmp_path / "work"), "--open-steps", "2"]) == 0
     assert (tmp_path / "work" / "unet-open" / "config.json").is_file()  # the open-wording stage ran
@@ -114,13 +120,9 @@ def test_training_script_writes_a_loadable_folder_with_the_toy_schedule(tmp_path
 
 def test_open_wording_stage_from_an_earlier_model_changes_only_its_unet(tmp_path):
     """--from-model takes the VAE and text encoder of an earlier output as they are and trains its UNet further."""
-    import importlib.util
-
     from safetensors.torch import load_file
 
-    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = training_script()
     out = tmp_path / "toy"
     assert module.main(["--quick", "--from-model", str(TOY_SD), "--open-steps", "2", "--out", str(out),
                         "--work", str(tmp_path / "work")]) == 0
@@ -136,13 +138,9 @@ def test_open_wording_stage_from_an_earlier_model_changes_only_its_unet(tmp_path
 def test_a_cached_stage_made_with_other_settings_is_redone(tmp_path, capsys):
     """The work folder keeps each stage with the settings it was made with: the same command reuses it, another
     step count or another --from-model trains the stage again instead of returning the old result."""
-    import importlib.util
-
     from safetensors.torch import load_file
 
-    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = training_script()
     work = tmp_path / "work"
 
     def run(name, model, steps):
@@ -162,6 +160,9 @@ def test_a_cached_stage_made_with_other_settings_is_redone(tmp_path, capsys):
     assert any(not torch.equal(a[k], c[k]) for k in a)
     other, _ = run("d", tmp_path / "a", 3)  # the same step count from another model
     assert "was made with another upstream stage; redoing the stage" in other and "open wordings: 3 steps" in other
+    (work / "unet-open.settings.json").write_text("{not json")  # a damaged record: redone, not a traceback
+    damaged, _ = run("e", tmp_path / "a", 3)
+    assert "was made with unrecorded settings; redoing the stage" in damaged and "open wordings: 3 steps" in damaged
 
 
 def test_built_sd_folders_do_not_clip_samples(tiny_sd):

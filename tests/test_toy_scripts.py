@@ -45,6 +45,9 @@ def test_training_refuses_to_replace_a_folder_that_is_not_a_model(tmp_path, capf
     assert script("train_toy_prior").main(["--quick", "--out", str(tmp_path), "--work", str(tmp_path / "w")]) == 2
     one_error_line(capfd, "--out", "model_index.json")
     assert keep.read_text() == "mine"
+    assert script("train_toy_prior").main(["--quick", "--out", str(tmp_path / "o"), "--work", str(keep)]) == 2
+    one_error_line(capfd, "--work", "is a file")
+    assert keep.read_text() == "mine" and not (tmp_path / "o").exists()
 
 
 def test_open_stage_needs_a_model_folder_and_shares_that_sum_to_one(tmp_path, capfd):
