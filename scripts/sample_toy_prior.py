@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         print()
         print("| prompt | free attribute | judged histogram | values seen | TV from uniform | named attribute right |")
         print("| --- | --- | --- | --- | --- | --- |")
+        tvs = []
         for k, prompt in enumerate(prompts):
             colour, shape = parse_prompt(prompt, partial=True)
             images = sample(prompt, args.open_samples, seed=1000 + k)
@@ -96,10 +97,13 @@ def main(argv=None) -> int:
             hist = {v: values.count(v) / len(values) for v in support}
             others = len(values) - sum(values.count(v) for v in support)
             tv = total_variation(hist, {v: 1 / len(support) for v in support}) + 0.5 * others / len(values)
+            tvs.append(tv)
             right = sum(x == (shape if colour is None else colour) for x in named)
             shown = ", ".join(f"{v} {values.count(v)}" for v in support) + (f", other {others}" if others else "")
             print(f"| {prompt} | {free} | {shown} | {sum(values.count(v) > 0 for v in support)}/{len(support)} | "
                   f"{tv:.3f} | {right}/{len(named)} |", flush=True)
+        if len(tvs) > 1:
+            print(f"| mean of the {len(tvs)} | | | | {sum(tvs) / len(tvs):.3f} | |", flush=True)
     if args.saturation_prompts:
         from lab.toy.dataset import IMAGE_SIZE, sample_cameras
         from lab.toy.metrics import foreground_saturation

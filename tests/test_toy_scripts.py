@@ -4,6 +4,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 
 import launch
 
@@ -89,6 +90,23 @@ def test_saturation_row_of_the_prior(capfd):
     samples, truth = float(cells[2]), float(cells[3])
     assert 0.0 <= samples <= 1.0
     assert 0.6 < truth <= (0.70 - 0.12) / 0.70 + 1e-3
+
+
+def test_open_prompt_table_ends_with_the_mean_distance_from_uniform(capfd):
+    """Two open prompts, four samples each: each row's TV is half the L1 distance of its histogram (plus the unjudged
+    share) from uniform, recomputed here from the printed counts, and the last row is their mean."""
+    assert script("sample_toy_prior").main(["--samples", "0", "--open-samples", "4", "--open-prompts", "a cube",
+                                            "a red object", "--steps", "2"]) == 0
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in capfd.readouterr().out.splitlines()
+            if line.startswith(("| a cube", "| a red object", "| mean of"))]
+    assert [r[0] for r in rows] == ["a cube", "a red object", "mean of the 2"]
+    tvs = []
+    for row in rows[:2]:
+        counts = {name: int(n) for name, n in (item.rsplit(" ", 1) for item in row[2].split(", "))}
+        others = counts.pop("other", 0)
+        tvs.append(0.5 * sum(abs(n / 4 - 1 / 6) for n in counts.values()) + 0.5 * others / 4)
+        assert float(row[4]) == pytest.approx(tvs[-1], abs=5e-4)
+    assert float(rows[2][4]) == pytest.approx(sum(tvs) / 2, abs=1e-3)
 
 
 def test_evaluation_of_a_folder_that_is_not_a_trial(tmp_path, capfd):
