@@ -60,7 +60,8 @@ STAGE_SETTINGS = {
             "offpalette_share", "flat_share"),
     "unet": ("seed", "unet_steps", "unet_batch", "unet_lr", "warmup", "ema_decay", "min_snr_gamma", "uncond_share",
              "shape_share", "colour_share"),
-    "open": ("seed", "open_steps", "open_lr", "open_shares", "unet_batch", "warmup", "ema_decay", "min_snr_gamma"),
+    "open": ("seed", "open_steps", "open_lr", "open_shares", "open_t_min", "unet_batch", "warmup", "ema_decay",
+             "min_snr_gamma"),
 }
 
 
@@ -239,9 +240,10 @@ def unet_inputs(data: dict, vae, tokenizer, text_encoder):
     return lat_mean, lat_std, table, prompt_ids
 
 
-def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: int, args, name: str):
+def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: int, args, name: str,
+               t_min: int = 0):
     """``steps`` of v-prediction training of ``unet`` in place; the wording of each sample drawn with ``shares``
-    (full, shape only, colour only, empty). AdamW with warm-up and cosine decay to a tenth, min-SNR weighting, EMA
+    (full, shape only, colour only, empty), its timestep uniformly from ``t_min`` to the last. AdamW with warm-up and cosine decay to a tenth, min-SNR weighting, EMA
     weights copied in at the end."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel, compute_snr
@@ -271,7 +273,7 @@ def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: i
         wording = torch.multinomial(wording_share, args.unet_batch, replacement=True, generator=gen)
         cond = prompt_ids[idx, wording]
         noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (args.unet_batch,), generator=gen)
+        t = torch.randint(t_min, scheduler.config.num_train_timesteps, (args.unet_batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
         pred = unet(xt, t, encoder_hidden_states=table[cond]).sample
         target = scheduler.get_velocity(x0, noise, t)
@@ -321,7 +323,7 @@ def stage_open(work: Path, inputs, unet, args):
 
         return UNet2DConditionModel.from_pretrained(path)
     unet = train_unet(unet, inputs, args.open_shares, args.open_steps, args.open_lr, args.warmup, args.seed + 6,
-                      args, "open wordings")
+                      args, "open wordings", t_min=args.open_t_min)
     unet.save_pretrained(path)
     record(path, settings)
     return unet
@@ -419,6 +421,9 @@ def main(argv=None) -> int:
     parser.add_argument("--open-lr", type=float, default=3e-4)
     parser.add_argument("--open-shares", type=float, nargs=4, default=[0.25, 0.35, 0.25, 0.15],
                         metavar=("FULL", "SHAPE", "COLOUR", "EMPTY"), help="wording shares of that stage")
+    parser.add_argument("--open-t-min", type=int, default=0,
+                        help="lowest training timestep of that stage (0-999; e.g. 500: only the noisier half, where "
+                             "a sample's colour and shape are decided)")
     parser.add_argument("--from-model", default=None,
                         help="start from this earlier output's VAE, text encoder and UNet: only the data and the "
                              "open-wording stages run")
@@ -432,6 +437,8 @@ def main(argv=None) -> int:
         problem = f"--open-steps {args.open_steps}: give 0 (no open-wording stage) or more steps"
     elif args.from_model and args.open_steps == 0:
         problem = "--from-model trains only the open-wording stage: give --open-steps N (e.g. 4000)"
+    elif not 0 <= args.open_t_min < 1000:
+        problem = f"--open-t-min {args.open_t_min}: give a timestep from 0 to 999"
     elif not args.open_lr > 0:
         problem = f"--open-lr {args.open_lr}: give a learning rate above 0 (e.g. 3e-4)"
     elif any(not v >= 0 for v in args.open_shares) or abs(sum(args.open_shares) - 1.0) > 1e-6:

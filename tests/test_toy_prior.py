@@ -143,9 +143,9 @@ def test_a_cached_stage_made_with_other_settings_is_redone(tmp_path, capsys):
     module = training_script()
     work = tmp_path / "work"
 
-    def run(name, model, steps):
+    def run(name, model, steps, *more):
         argv = ["--quick", "--from-model", str(model), "--open-steps", str(steps), "--out", str(tmp_path / name),
-                "--work", str(work)]
+                "--work", str(work), *more]
         assert module.main(argv) == 0
         printed = capsys.readouterr().out
         weights = load_file(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")
@@ -160,9 +160,38 @@ def test_a_cached_stage_made_with_other_settings_is_redone(tmp_path, capsys):
     assert any(not torch.equal(a[k], c[k]) for k in a)
     other, _ = run("d", tmp_path / "a", 3)  # the same step count from another model
     assert "was made with another upstream stage; redoing the stage" in other and "open wordings: 3 steps" in other
+    later, _ = run("f", tmp_path / "a", 3, "--open-t-min", "500")  # only the noisier half of the timesteps
+    assert "was made with other open_t_min; redoing the stage" in later and "open wordings: 3 steps" in later
     (work / "unet-open.settings.json").write_text("{not json")  # a damaged record: redone, not a traceback
     damaged, _ = run("e", tmp_path / "a", 3)
     assert "was made with unrecorded settings; redoing the stage" in damaged and "open wordings: 3 steps" in damaged
+
+
+def test_open_t_min_keeps_the_training_timesteps_at_or_above_it():
+    """--open-t-min trains on the noisier timesteps only: every timestep the UNet sees is at least it."""
+    from types import SimpleNamespace
+
+    module = training_script()
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gain = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x, t, encoder_hidden_states):
+            seen.append(t.clone())
+            return SimpleNamespace(sample=self.gain * x)
+
+    n = 8
+    inputs = (torch.zeros(n, 4, 2, 2), torch.ones(n, 4, 2, 2), torch.zeros(3, 5, 6), torch.randint(0, 3, (n, 4)))
+    args = SimpleNamespace(unet_batch=16, ema_decay=0.9, min_snr_gamma=5.0)
+    module.train_unet(Recorder(), inputs, [0.25] * 4, 20, 1e-3, 2, 0, args, "test", t_min=700)
+    t = torch.cat(seen)
+    assert t.numel() == 320 and int(t.min()) >= 700 and int(t.max()) <= 999 and int(t.min()) < 720
+    seen.clear()
+    module.train_unet(Recorder(), inputs, [0.25] * 4, 20, 1e-3, 2, 0, args, "test")
+    assert int(torch.cat(seen).min()) < 100  # the default: every timestep
 
 
 def test_built_sd_folders_do_not_clip_samples(tiny_sd):

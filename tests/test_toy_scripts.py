@@ -60,6 +60,8 @@ def test_open_stage_needs_a_model_folder_and_shares_that_sum_to_one(tmp_path, ca
     one_error_line(capfd, "--open-shares", "sum to 1")
     for argv, words in ((["--open-steps", "-1"], ("--open-steps -1",)),
                         (["--open-steps", "5", "--open-lr", "nan"], ("--open-lr nan",)),
+                        (["--open-steps", "5", "--open-t-min", "1000"], ("--open-t-min 1000", "0 to 999")),
+                        (["--open-steps", "5", "--open-t-min", "-1"], ("--open-t-min -1", "0 to 999")),
                         (["--from-model", "load/toy-sd"], ("--from-model", "--open-steps N"))):
         assert script("train_toy_prior").main(["--quick", *argv, "--out", str(tmp_path / "o"),
                                                "--work", str(tmp_path / "w")]) == 2
