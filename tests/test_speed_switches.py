@@ -7,7 +7,6 @@ defaults, so each guidance those tests build has them. torch.compile is checked 
 """
 
 from dataclasses import dataclass
-from typing import Optional
 
 import pytest
 import torch

@@ -1,8 +1,6 @@
 """ProlificDreamer's stages in prolificdreamer-system: what each renders, guides and regularises, which parameters it
 trains, and the chain through launch.py with tiny models (stage 3 keeps stage 2's surface exactly)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -8,7 +8,6 @@ docs/toy.md measures the prior over all 36 prompts (scripts/sample_toy_prior.py)
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from lab.toy.judge import colour_of, foreground, shape_of
