@@ -243,8 +243,8 @@ def unet_inputs(data: dict, vae, tokenizer, text_encoder):
 def train_unet(unet, inputs, shares, steps: int, lr: float, warmup: int, seed: int, args, name: str,
                t_min: int = 0):
     """``steps`` of v-prediction training of ``unet`` in place; the wording of each sample drawn with ``shares``
-    (full, shape only, colour only, empty), its timestep uniformly from ``t_min`` to the last. AdamW with warm-up and cosine decay to a tenth, min-SNR weighting, EMA
-    weights copied in at the end."""
+    (full, shape only, colour only, empty), its timestep uniformly from ``t_min`` to the last. AdamW with warm-up
+    and cosine decay to a tenth, min-SNR weighting, EMA weights copied in at the end."""
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel, compute_snr
 
@@ -389,7 +389,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="load/toy-sd", help="the diffusers folder to write")
     parser.add_argument("--work", default=None,
-                        help="folder of the cached stages (default .cache/toy-prior, with --quick .cache/toy-prior-quick)")
+                        help="folder of the cached stages (default .cache/toy-prior; with --quick "
+                             ".cache/toy-prior-quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (on a shared 2-core machine one thread runs faster than two)")
@@ -422,8 +423,7 @@ def main(argv=None) -> int:
     parser.add_argument("--open-shares", type=float, nargs=4, default=[0.25, 0.35, 0.25, 0.15],
                         metavar=("FULL", "SHAPE", "COLOUR", "EMPTY"), help="wording shares of that stage")
     parser.add_argument("--open-t-min", type=int, default=0,
-                        help="lowest training timestep of that stage (0-999; e.g. 500: only the noisier half, where "
-                             "a sample's colour and shape are decided)")
+                        help="lowest training timestep of that stage (0-999; e.g. 500: only the noisier half)")
     parser.add_argument("--from-model", default=None,
                         help="start from this earlier output's VAE, text encoder and UNet: only the data and the "
                              "open-wording stages run")
@@ -437,8 +437,11 @@ def main(argv=None) -> int:
         problem = f"--open-steps {args.open_steps}: give 0 (no open-wording stage) or more steps"
     elif args.from_model and args.open_steps == 0:
         problem = "--from-model trains only the open-wording stage: give --open-steps N (e.g. 4000)"
-    elif not 0 <= args.open_t_min < 1000:
-        problem = f"--open-t-min {args.open_t_min}: give a timestep from 0 to 999"
+    elif not 0 <= args.open_t_min < TOY_SCHEDULER["num_train_timesteps"]:
+        last = TOY_SCHEDULER["num_train_timesteps"] - 1
+        problem = f"--open-t-min {args.open_t_min}: give a timestep from 0 to {last}"
+    elif args.open_t_min and not args.open_steps:
+        problem = "--open-t-min applies to the open-wording stage only: give --open-steps N (e.g. 1500) as well"
     elif not args.open_lr > 0:
         problem = f"--open-lr {args.open_lr}: give a learning rate above 0 (e.g. 3e-4)"
     elif any(not v >= 0 for v in args.open_shares) or abs(sum(args.open_shares) - 1.0) > 1e-6:

@@ -22,7 +22,8 @@ def training_script():
     """scripts/train_toy_prior.py as a module (scripts/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_toy_prior", TOY_SD.parent.parent / "scripts" / "train_toy_prior.py")
+    path = TOY_SD.parent.parent / "scripts" / "train_toy_prior.py"
+    spec = importlib.util.spec_from_file_location("train_toy_prior", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

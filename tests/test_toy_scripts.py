@@ -62,6 +62,7 @@ def test_open_stage_needs_a_model_folder_and_shares_that_sum_to_one(tmp_path, ca
                         (["--open-steps", "5", "--open-lr", "nan"], ("--open-lr nan",)),
                         (["--open-steps", "5", "--open-t-min", "1000"], ("--open-t-min 1000", "0 to 999")),
                         (["--open-steps", "5", "--open-t-min", "-1"], ("--open-t-min -1", "0 to 999")),
+                        (["--open-t-min", "500"], ("--open-t-min", "--open-steps N")),
                         (["--from-model", "load/toy-sd"], ("--from-model", "--open-steps N"))):
         assert script("train_toy_prior").main(["--quick", *argv, "--out", str(tmp_path / "o"),
                                                "--work", str(tmp_path / "w")]) == 2
