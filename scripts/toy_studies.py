@@ -103,11 +103,14 @@ def cmd_ambiguity_3d(args) -> int:
     spp = args.steps_per_particle
     results = []  # (label of the per-particle rows, label of the summary row, particles, seconds)
     if "vsd" in args.methods:
-        vsd = run_3d(vsd_rule(VSD_3D, 7.5, key="vsd-4particles", label="VSD, 4 particles",
+        cfg = args.vsd_cfg
+        # the key of the runs at 7.5 predates the option: runs already trained there are found again
+        key = "vsd-4particles" if cfg == 7.5 else f"vsd-{cfg:g}-4particles"
+        vsd = run_3d(vsd_rule(VSD_3D, cfg, key=key, label=f"VSD, CFG {cfg:g}, 4 particles",
                               overrides=(*SDS_RECIPE_SETTINGS, half_run_anneal(4 * spp))),
                      Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                      Path(args.out), study="ambiguity-3d", n_views=args.views)
-        results.append((f"VSD, CFG 7.5, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
+        results.append((f"VSD, CFG {cfg:g}, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
     if "sds" in args.methods:
         sds_particles, seconds = [], 0.0
         for seed in range(args.seed, args.seed + 4):
@@ -204,6 +207,7 @@ def main(argv=None) -> int:
     s.add_argument("--prompt", default="a cube")
     s.add_argument("--steps-per-particle", type=int, default=800)
     s.add_argument("--sds-cfg", type=float, default=20.0, help="diffusers CFG of the SDS runs")
+    s.add_argument("--vsd-cfg", type=float, default=7.5, help="diffusers CFG of the VSD run (ProlificDreamer's 7.5)")
     s.add_argument("--views", type=int, default=24)
     s.add_argument("--methods", nargs="+", choices=["vsd", "sds"], default=["vsd", "sds"],
                    help="train (and print) only these; give it after any overrides. Two processes, one per "

@@ -78,9 +78,11 @@ def test_the_3d_studies_anneal_every_rule_at_half_the_run():
         assert list(cfg.system.guidance.max_step_percent) == [100, 0.98, 0.5, 101], key
 
 
-def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch):
+@pytest.mark.parametrize("vsd_cfg", [7.5, 2.0])
+def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch, vsd_cfg):
     """The 3D ambiguity study's VSD (4 particles, 4 x 50 steps here) anneals at step 100 of 200, its SDS seeds at 25
-    of 50, whatever the recipes anneal at."""
+    of 50, whatever the recipes anneal at; VSD runs at ``--vsd-cfg`` (its runs at 7.5 keep their folder name, those
+    at another scale get their own), the SDS seeds at ``--sds-cfg`` whatever VSD's is."""
     import argparse
 
     import launch
@@ -101,7 +103,7 @@ def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch):
     monkeypatch.setattr(studies, "summarise_3d", lambda parts: {"distinct_colours": 0, "colours": [], "saturation": 0.0,
                                                                  "iou": 0.0, "colour_error": 0.0})
     args = argparse.Namespace(extra=[], steps_per_particle=50, methods=["vsd", "sds"], prompt="a cube", seed=0,
-                              out="unused", views=2, sds_cfg=20.0)
+                              out="unused", views=2, sds_cfg=20.0, vsd_cfg=vsd_cfg)
     assert cmd_ambiguity_3d(args) == 0
     assert len(seen) == 5
     for rule, setting in seen:
@@ -109,3 +111,7 @@ def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch):
             f"system.prompt_processor.prompt={setting.prompt}", *rule.overrides, f"trainer.max_steps={setting.steps}"])
         half = setting.steps // 2
         assert list(cfg.system.guidance.max_step_percent) == [half, 0.98, 0.5, half + 1], rule.key
+        # diffusers' CFG for VSD; threestudio's s = CFG - 1 for the SDS config
+        vsd = rule.config.endswith("vsd.yaml")
+        assert cfg.system.guidance.guidance_scale == (vsd_cfg if vsd else 19.0), rule.key
+    assert seen[0][0].key == ("vsd-4particles" if vsd_cfg == 7.5 else "vsd-2-4particles")
