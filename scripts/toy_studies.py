@@ -29,6 +29,17 @@ CFG_PROMPTS = ["a red cube", "a green cone"]
 CFG_SCALES = [7.5, 20.0, 100.0]
 
 
+def steps_done(text: str) -> int:
+    """A step count given on the command line: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of steps, 0 or more, got {text!r}")
+    return value
+
+
 def fmt(x: Any, digits: int = 3) -> str:
     if isinstance(x, float):
         return "-" if x != x else f"{x:.{digits}f}"  # NaN: not measured (e.g. a reused run's seconds)
@@ -95,6 +106,7 @@ def particle_rows(label: str, particles: List[Dict[str, Any]]) -> List[str]:
 
 
 def cmd_ambiguity_3d(args) -> int:
+    from lab.toy.lora_fit_log import describe_lora_fit
     from lab.toy.studies import (SDS_3D, SDS_RECIPE_SETTINGS, VSD_3D, Setting, half_run_anneal, run_3d, sds_rule,
                                  summarise_3d, vsd_rule)
 
@@ -111,6 +123,7 @@ def cmd_ambiguity_3d(args) -> int:
                      Setting(args.prompt, n_particles=4, steps=4 * spp, seed=args.seed, extra=extra),
                      Path(args.out), study="ambiguity-3d", n_views=args.views)
         results.append((f"VSD, CFG {cfg:g}, 4 particles, {4 * spp} steps", "VSD", vsd["particles"], vsd["seconds"]))
+        fit_line = describe_lora_fit(vsd["trial"], args.fit_late_from)
     if "sds" in args.methods:
         sds_particles, seconds = [], 0.0
         for seed in range(args.seed, args.seed + 4):
@@ -132,6 +145,9 @@ def cmd_ambiguity_3d(args) -> int:
         s = summarise_3d(parts)
         print(f"| {label} | {s['distinct_colours']} ({', '.join(s['colours'])}) | {s['saturation']:.2f} | "
               f"{s['iou']:.3f} | {s['colour_error']:.3f} | {fmt(secs, 0)} |")
+    if "vsd" in args.methods:
+        print()
+        print(fit_line)
     return 0
 
 
@@ -209,6 +225,8 @@ def main(argv=None) -> int:
     s.add_argument("--sds-cfg", type=float, default=20.0, help="diffusers CFG of the SDS runs")
     s.add_argument("--vsd-cfg", type=float, default=7.5, help="diffusers CFG of the VSD run (ProlificDreamer's 7.5)")
     s.add_argument("--views", type=int, default=24)
+    s.add_argument("--fit-late-from", type=steps_done, default=1000,
+                   help="the VSD run's LoRA-fit line counts the measurements above 1 from this step on")
     s.add_argument("--methods", nargs="+", choices=["vsd", "sds"], default=["vsd", "sds"],
                    help="train (and print) only these; give it after any overrides. Two processes, one per "
                         "method, use both cores; a run with both then scores the finished runs")

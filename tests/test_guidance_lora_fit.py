@@ -99,6 +99,10 @@ def test_measured_at_the_logged_steps_and_shown(tiny_sd, tiny_sd_v, tiny_embeddi
     rows = list(csv.DictReader(metrics.open()))
     measured = sorted(int(r["step"]) for r in rows if r.get("train/lora_fit/ratio"))
     assert measured == [2, 5], measured  # steps N-1 and 2N-1
+    # the reader behind the 3D ambiguity study's LoRA-fit line finds them in the trial folder, as steps done
+    from lab.toy.lora_fit_log import lora_fit_log
+
+    assert [m["step"] for m in lora_fit_log(metrics.parent.parent)] == [3, 6]
     for r in rows:
         if r.get("train/lora_fit/ratio"):
             assert r["train/lora_fit/ratio_t200"] and r["train/lora_fit/ratio_t600"]

@@ -79,7 +79,7 @@ def test_the_3d_studies_anneal_every_rule_at_half_the_run():
 
 
 @pytest.mark.parametrize("vsd_cfg", [7.5, 2.0])
-def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch, vsd_cfg):
+def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch, capsys, vsd_cfg):
     """The 3D ambiguity study's VSD (4 particles, 4 x 50 steps here) anneals at step 100 of 200, its SDS seeds at 25
     of 50, whatever the recipes anneal at; VSD runs at ``--vsd-cfg`` (its runs at 7.5 keep their folder name, those
     at another scale get their own), the SDS seeds at ``--sds-cfg`` whatever VSD's is."""
@@ -97,14 +97,15 @@ def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch, vsd_cfg
 
     def record(rule, setting, out, study, n_views):
         seen.append((rule, setting))
-        return {"particles": [], "seconds": 0.0}
+        return {"particles": [], "seconds": 0.0, "trial": "unused"}
 
     monkeypatch.setattr(studies, "run_3d", record)
     monkeypatch.setattr(studies, "summarise_3d", lambda parts: {"distinct_colours": 0, "colours": [], "saturation": 0.0,
                                                                  "iou": 0.0, "colour_error": 0.0})
     args = argparse.Namespace(extra=[], steps_per_particle=50, methods=["vsd", "sds"], prompt="a cube", seed=0,
-                              out="unused", views=2, sds_cfg=20.0, vsd_cfg=vsd_cfg)
+                              out="unused", views=2, sds_cfg=20.0, vsd_cfg=vsd_cfg, fit_late_from=100)
     assert cmd_ambiguity_3d(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "LoRA fit: no measurements in unused/csv_logs/metrics.csv"
     assert len(seen) == 5
     for rule, setting in seen:
         _, cfg, _ = load_experiment(str(studies.REPO / rule.config), [
