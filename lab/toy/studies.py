@@ -91,9 +91,9 @@ def shared_setting_overrides(config: str, like: str) -> Tuple[str, ...]:
 
 SDS_RECIPE_SETTINGS: Tuple[str, ...] = shared_setting_overrides(VSD_3D, SDS_3D)
 """Overrides that give a run of ``VSD_3D`` the scene losses and the timestep schedule of ``SDS_3D``: without the
-opacity and depth-variance losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither) and with t's
-upper end annealed at half the run, as the SDS recipe does, so that a 3D comparison of VSD with SDS or the other rules
-measures the guidance alone."""
+opacity and depth-variance losses of the toy ProlificDreamer recipe (DreamFusion's recipe has neither), with t drawn
+from the SDS recipe's 0.02 instead of the VSD recipe's 0.5, and with t's upper end annealed at half the run, as the SDS
+recipe does, so that a 3D comparison of VSD with SDS or the other rules measures the guidance alone."""
 
 
 def half_run_anneal(steps: int) -> str:
