@@ -22,26 +22,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def positive(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    if isinstance(x, float):
-        return "-" if x != x else f"{x:.{digits}f}"  # NaN: not measured (e.g. a reused run's seconds)
-    return str(x)
+from lab.toy.cli import fmt, whole_number  # noqa: E402
 
 
 def table_2d(args, names: List[str]) -> List[str]:
@@ -118,14 +103,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--prompt-2d", default="a cube")
-    p.add_argument("--particles", type=positive, default=8)
-    p.add_argument("--steps-2d", type=positive, default=500)
+    p.add_argument("--particles", type=whole_number(1), default=8)
+    p.add_argument("--steps-2d", type=whole_number(1), default=500)
     p.add_argument("--prompt-3d", default="a green cone")
     p.add_argument("--prompt-open", default="a cube", help="3D prompt leaving the colour open")
     p.add_argument("--open-seeds", type=int, default=0, help="seeds of the open prompt per rule (default 0: skip)")
-    p.add_argument("--steps-3d", type=positive, default=800)
-    p.add_argument("--views", type=positive, default=24, help="views of the 3D scoring orbit")
-    p.add_argument("--reference-samples", type=positive, default=64,
+    p.add_argument("--steps-3d", type=whole_number(1), default=800)
+    p.add_argument("--views", type=whole_number(1), default=24, help="views of the 3D scoring orbit")
+    p.add_argument("--reference-samples", type=whole_number(1), default=64,
                    help="the prior's own samples the 2D histograms are compared with")
     p.add_argument("extra", nargs="*", help="more key=value overrides for every run (e.g. data.n_test_views=8)")
     args = p.parse_args(argv)

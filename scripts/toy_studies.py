@@ -20,6 +20,8 @@ from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lab.toy.cli import fmt, whole_number  # noqa: E402
+
 PANEL = [
     "a red cube", "a green cone", "a blue torus", "a yellow mug", "an orange sphere", "a purple cylinder",
     "a red mug", "a green sphere", "a blue cube", "a yellow cylinder", "an orange cone", "a purple torus",
@@ -27,23 +29,6 @@ PANEL = [
 """Twelve prompts: each colour twice, each shape twice."""
 CFG_PROMPTS = ["a red cube", "a green cone"]
 CFG_SCALES = [7.5, 20.0, 100.0]
-
-
-def steps_done(text: str) -> int:
-    """A step count given on the command line: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number of steps, 0 or more, got {text!r}")
-    return value
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    if isinstance(x, float):
-        return "-" if x != x else f"{x:.{digits}f}"  # NaN: not measured (e.g. a reused run's seconds)
-    return str(x)
 
 
 def set_row(m: Dict[str, Any]) -> str:
@@ -205,7 +190,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="outputs/toy-studies", help="folder of the runs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--threads", type=whole_number(1), default=1, help="torch CPU threads")
     sub = p.add_subparsers(dest="study", required=True)
 
     def add(name, fn, help):
@@ -217,15 +202,15 @@ def main(argv=None) -> int:
                            ("calibration", cmd_calibration, "VSD and the broken VSDs on the 2D study")):
         s = add(name, fn, help)
         s.add_argument("--prompt", default="a cube")
-        s.add_argument("--particles", type=int, default=8)
-        s.add_argument("--steps", type=int, default=500)
+        s.add_argument("--particles", type=whole_number(1), default=8)
+        s.add_argument("--steps", type=whole_number(1), default=500)
     s = add("ambiguity-3d", cmd_ambiguity_3d, "4 VSD particles against 4 SDS seeds")
     s.add_argument("--prompt", default="a cube")
-    s.add_argument("--steps-per-particle", type=int, default=800)
+    s.add_argument("--steps-per-particle", type=whole_number(1), default=800)
     s.add_argument("--sds-cfg", type=float, default=20.0, help="diffusers CFG of the SDS runs")
     s.add_argument("--vsd-cfg", type=float, default=7.5, help="diffusers CFG of the VSD run (ProlificDreamer's 7.5)")
-    s.add_argument("--views", type=int, default=24)
-    s.add_argument("--fit-late-from", type=steps_done, default=1000,
+    s.add_argument("--views", type=whole_number(1), default=24)
+    s.add_argument("--fit-late-from", type=whole_number(0), default=1000,
                    help="the VSD run's LoRA-fit line counts the measurements above 1 from this step on")
     s.add_argument("--methods", nargs="+", choices=["vsd", "sds"], default=["vsd", "sds"],
                    help="train (and print) only these; give it after any overrides. Two processes, one per "
@@ -234,12 +219,12 @@ def main(argv=None) -> int:
     s = add("cfg-sweep", cmd_cfg_sweep, "SDS and VSD at several CFG scales in 3D")
     s.add_argument("--prompts", nargs="+", default=CFG_PROMPTS)
     s.add_argument("--scales", nargs="+", type=float, default=CFG_SCALES)
-    s.add_argument("--views", type=int, default=24)
+    s.add_argument("--views", type=whole_number(1), default=24)
     s.add_argument("extra", nargs="*", help="more key=value overrides for every run")
     s = add("panel", cmd_panel, "a toy 3D recipe on the 12-prompt panel")
     s.add_argument("--config", default="vsd.yaml", help="recipe under configs/toy/")
     s.add_argument("--prompts", nargs="+", default=PANEL)
-    s.add_argument("--views", type=int, default=60, help="test-orbit views (the recipe's own: 60)")
+    s.add_argument("--views", type=whole_number(1), default=60, help="test-orbit views (the recipe's own: 60)")
     s.add_argument("extra", nargs="*", help="more key=value overrides for every run")
     args = p.parse_args(argv)
     import torch

@@ -116,3 +116,23 @@ def test_the_3d_ambiguity_study_anneals_vsd_at_half_its_run(monkeypatch, capsys,
         vsd = rule.config.endswith("vsd.yaml")
         assert cfg.system.guidance.guidance_scale == (vsd_cfg if vsd else 19.0), rule.key
     assert seen[0][0].key == ("vsd-4particles" if vsd_cfg == 7.5 else "vsd-2-4particles")
+
+
+@pytest.mark.parametrize("argv, option, text", [
+    (["ambiguity-3d", "--fit-late-from", "-1"], "--fit-late-from", "'-1' is not a whole number of at least 0"),
+    (["ambiguity-3d", "--steps-per-particle", "0"], "--steps-per-particle", "'0' is not a whole number of at least 1"),
+    (["panel", "--views", "ten"], "--views", "'ten' is not a whole number of at least 1"),
+    (["--threads", "-2", "panel"], "--threads", "'-2' is not a whole number of at least 1"),
+    (["calibration", "--particles", "2.5"], "--particles", "'2.5' is not a whole number of at least 1"),
+])
+def test_a_count_that_makes_no_sense_is_refused_before_any_run(capsys, tmp_path, argv, option, text):
+    """A negative, zero or non-whole count on the study script's command line stops it with argparse's one error line,
+    which names the option, before anything is trained or written."""
+    from toy_studies import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(tmp_path / "out"), *argv])
+    assert e.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith(f"error: argument {option}: {text}"), errors
+    assert not (tmp_path / "out").exists()
