@@ -22,6 +22,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from framework.errors import UserError  # noqa: E402
+from lab.toy.cli import whole_number  # noqa: E402
 
 
 def evaluate_trial(trial: str | Path, ckpt: Optional[str] = None, n_views: Optional[int] = None,
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trials", nargs="+", help="trial folders written by launch.py")
     p.add_argument("--ckpt", default=None, help="checkpoint to score (default: the trial's last.ckpt)")
-    p.add_argument("--views", type=int, default=None, help="test-orbit views (default: the trial's n_test_views)")
+    p.add_argument("--views", type=whole_number(1), default=None, help="test-orbit views (default: the trial's n_test_views)")
     p.add_argument("--isosurface-threshold", type=float, default=None,
                    help="density at which a NeRF is meshed for the mesh IoU (default: the trial's "
                         "system.geometry.isosurface_threshold); use the value the next stage converts at")

@@ -117,6 +117,14 @@ def test_evaluation_of_a_folder_that_is_not_a_trial(tmp_path, capfd):
     one_error_line(capfd, "not a trial folder")
 
 
+def test_evaluation_refuses_a_view_count_below_one(tmp_path, capfd):
+    with pytest.raises(SystemExit) as e:
+        script("evaluate_toy").main([str(tmp_path), "--views", "0"])
+    assert e.value.code == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].endswith("error: argument --views: '0' is not a whole number of at least 1")
+
+
 def test_evaluation_of_a_prompt_outside_the_toy_vocabulary_and_of_a_missing_checkpoint(tmp_path, monkeypatch, capfd):
     trial = train("configs/toy/vsd.yaml", tmp_path, monkeypatch, "system.prompt_processor.prompt=a hamburger",
                   *SMALL_3D)
