@@ -1,5 +1,6 @@
 """What the toy scripts (scripts/toy_studies.py, compare_guidance.py, evaluate_toy.py) share on the command line and
-in their tables: argument types that refuse nonsense with one argparse error line, and the number format of a table cell."""
+in their tables: argument types that refuse nonsense with one argparse error line, and the number format of a table
+cell."""
 
 from __future__ import annotations
 
