@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trials", nargs="+", help="trial folders written by launch.py")
     p.add_argument("--ckpt", default=None, help="checkpoint to score (default: the trial's last.ckpt)")
-    p.add_argument("--views", type=whole_number(1), default=None, help="test-orbit views (default: the trial's n_test_views)")
+    p.add_argument("--views", type=whole_number(1), default=None,
+                   help="test-orbit views (default: the trial's n_test_views)")
     p.add_argument("--isosurface-threshold", type=float, default=None,
                    help="density at which a NeRF is meshed for the mesh IoU (default: the trial's "
                         "system.geometry.isosurface_threshold); use the value the next stage converts at")
